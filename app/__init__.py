@@ -1,0 +1,1 @@
+"""Entry points: configuration loading, the composition root and the CLI."""

@@ -1,0 +1,1 @@
+"""SQLModel tables, the database engine and sessions, Alembic migrations. No business rules."""

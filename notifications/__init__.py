@@ -1,0 +1,1 @@
+"""Notification templates, rendering and (later) delivery channels."""

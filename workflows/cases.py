@@ -1,0 +1,964 @@
+"""Use cases that move cases: open_case, advance_case, allowed_events, show_case, case_history,
+attach_file, verify_audit and replay_case.
+
+Each write use case is one transaction (see ``workflows.uow``): it locks the case, checks the actor,
+rebuilds the chart from the stored configuration, sends one event, and writes the new configuration
+and version, one hash-chained audit row, the clock changes and the rendered outbox rows — then commits.
+A refusal at any step raises a domain error and writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from statemachine.exceptions import TransitionNotAllowed
+
+from models.db import is_sqlite
+from models.tables import (
+    Agency,
+    Attachment,
+    Case,
+    CaseEvent,
+    CaseNumberSequence,
+    CaseParticipant,
+    Deadline,
+    Officer,
+    OutboxMessage,
+)
+from notifications.render import render
+from states.calendar import SHANGHAI
+from states.clocks import OPEN_CASE, ClockAction, ClockRule, plan_clock_actions
+from states.errors import (
+    CaseNotFound,
+    ConcurrentUpdate,
+    GuardFailed,
+    InvalidInput,
+    PermissionDenied,
+    TransitionRefused,
+)
+from states.events import LEAD_SOURCES, RECEIVER_KIND, SENDER_KIND, SUSPENSION_PHASES, parse_event_data
+from states.lifecycle import (
+    ATTACHMENT_KINDS,
+    CLOSED,
+    EVENT_IDS,
+    HISTORY,
+    CaseContext,
+    allowed_events_of,
+    configuration_of,
+    event_label,
+    history_of,
+    leaf_state,
+    new_chart,
+    phase_of,
+    state_label,
+)
+from workflows.audit import GENESIS, chain_breaks, event_digest
+from workflows.uow import Deps, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+CLOCK_SKEW = timedelta(minutes=5)  # how far in the future an effective time may be (clock drift)
+
+
+# --- results returned to the entry points ---------------------------------------------------------
+
+
+@dataclass
+class DeadlineView:
+    """A deadline as users see it (times in Asia/Shanghai)."""
+
+    rule: str
+    label: str
+    status: str
+    started_at: str
+    due_at: str
+    remaining: str
+    overdue: bool
+    provisional: bool
+    provisional_reason: str
+    extensions_used: int
+    basis: str
+
+
+@dataclass
+class CaseView:
+    """A case as the CLI, the API and the pages show it."""
+
+    case_no: str
+    title: str
+    agency: str
+    agency_name: str
+    source: str
+    state: str
+    state_label: str
+    phase: str
+    phase_label: str
+    outcome: str | None
+    version: int
+    received_at: str
+    participants: list[str]
+    allowed_events: list[str]
+    deadlines: list[DeadlineView] = field(default_factory=list)
+    suspended_from: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass
+class EventView:
+    """One audit row as shown by ``case history``."""
+
+    seq: int
+    event: str
+    label: str
+    actor: str
+    actor_agency: str
+    effective_at: str
+    recorded_at: str
+    from_state: str
+    to_state: str
+    version: int
+    note: str
+    payload: dict[str, Any]
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass
+class AuditReport:
+    """What ``verify_audit`` found: cases checked, events checked, and every break in words."""
+
+    cases: int
+    events: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        """No break found."""
+        return not self.problems
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def local_iso(value: datetime | None) -> str:
+    """An aware time shown in Asia/Shanghai, to the minute."""
+    return value.astimezone(SHANGHAI).isoformat(timespec="minutes") if value else ""
+
+
+def _remaining(due_at: datetime, now: datetime) -> str:
+    delta = due_at - now
+    sign = "-" if delta.total_seconds() < 0 else ""
+    seconds = abs(int(delta.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours = rest // 3600
+    return f"{sign}{days}d{hours}h" if days else f"{sign}{hours}h{(rest % 3600) // 60}m"
+
+
+def _check_effective(deps: Deps, effective_at: datetime | None, not_before: datetime | None, what: str) -> datetime:
+    now = deps.now()
+    if effective_at is None:
+        return now
+    if effective_at.tzinfo is None:
+        effective_at = effective_at.replace(tzinfo=SHANGHAI)  # a bare local time is read as Beijing time
+    if effective_at > now + CLOCK_SKEW:
+        raise InvalidInput(f"{what}: the effective time {local_iso(effective_at)} is in the future")
+    if not_before is not None and effective_at < not_before:
+        raise InvalidInput(
+            f"{what}: the effective time {local_iso(effective_at)} is before the case's last event "
+            f"({local_iso(not_before)}); events must be entered in the order they happened"
+        )
+    return effective_at
+
+
+def _visible(uow: UnitOfWork, case: Case, officer: Officer) -> bool:
+    """ARCHITECTURE.md access rule: owner, participants, supervisors whose jurisdiction covers it."""
+    if "admin" in officer.roles:
+        return True
+    if _is_participant(uow, case, officer.agency_code):
+        return True
+    if "supervisor" in officer.roles:
+        mine = uow.session.get(Agency, officer.agency_code)
+        owner = uow.session.get(Agency, case.owner_agency)
+        if mine and owner:
+            return _covers(mine, owner)
+    return False
+
+
+def _covers(supervising: Agency, owner: Agency) -> bool:
+    """A supervisor's jurisdiction: its own region, the counties under its city, its whole province."""
+    if supervising.region in (owner.region, owner.parent_region):
+        return True
+    # Division codes share the province's first two digits (e.g. 35xxxx is Fujian).
+    return supervising.level == "province" and owner.region[:2] == supervising.region[:2]
+
+
+def _is_participant(uow: UnitOfWork, case: Case, agency_code: str) -> bool:
+    stmt = select(CaseParticipant.id).where(
+        CaseParticipant.case_id == case.id, CaseParticipant.agency_code == agency_code
+    )
+    return uow.session.execute(stmt).first() is not None
+
+
+def _visible_case(uow: UnitOfWork, case_no: str, actor: str, *, lock: bool = False) -> tuple[Case, Officer]:
+    officer = uow.officer(actor)
+    case = uow.case(case_no, lock=lock)
+    if not _visible(uow, case, officer):
+        raise CaseNotFound(case_no)  # same answer as a missing case, so case numbers do not leak
+    return case, officer
+
+
+def _readable_case(uow: UnitOfWork, case_no: str, actor: str | None) -> tuple[Case, Officer | None]:
+    """A case for reading: as ``actor`` sees it, or unrestricted for the operator (``actor`` None)."""
+    if actor is None:
+        return uow.case(case_no), None
+    return _visible_case(uow, case_no, actor)
+
+
+def _context(deps: Deps, uow: UnitOfWork, case: Case) -> CaseContext:
+    kinds = uow.session.execute(select(Attachment.kind).where(Attachment.case_id == case.id).distinct()).scalars()
+    return CaseContext(
+        case_no=case.case_no,
+        outcome=case.outcome,
+        counters=dict(case.context.get("counters", {})),
+        attachment_kinds=frozenset(kinds),
+        # No evidence registry yet: zero items count as resolved (the handover guard passes).
+        unresolved_evidence=(),
+        loss_threshold=deps.loss_threshold,
+        illegal_gain_threshold=deps.illegal_gain_threshold,
+    )
+
+
+def _agency(uow: UnitOfWork, code: str, *, kind: str | None = None, what: str = "agency") -> Agency:
+    agency = uow.session.get(Agency, code)
+    if agency is None:
+        raise InvalidInput(f"unknown {what} {code!r}")
+    if kind and agency.kind != kind:
+        raise InvalidInput(f"{what} {code!r} is a {agency.kind} agency, not {kind}")
+    return agency
+
+
+def _counterpart(uow: UnitOfWork, sender: Agency, kind: str) -> Agency:
+    """The agency of ``kind`` in the sender's region at the sender's level (the default receiver)."""
+    stmt = select(Agency).where(Agency.kind == kind, Agency.region == sender.region, Agency.level == sender.level)
+    found = uow.session.execute(stmt).scalars().first()
+    if found is None:
+        raise InvalidInput(
+            f"no {kind} agency is configured for region {sender.region} at {sender.level} level; "
+            "give one with --set to_agency=CODE"
+        )
+    return found
+
+
+def _add_participant(uow: UnitOfWork, case: Case, agency_code: str, role: str, event: str, at: datetime) -> None:
+    if not _is_participant(uow, case, agency_code):
+        uow.session.add(
+            CaseParticipant(case_id=case.id, agency_code=agency_code, role=role, added_at=at, added_by_event=event)
+        )
+
+
+# --- directory ------------------------------------------------------------------------------------
+
+
+def sync_directory(deps: Deps, agencies: list[dict[str, Any]], officers: list[dict[str, Any]]) -> tuple[int, int]:
+    """Create or update agencies and officers from the configuration; officers no longer listed are
+    deactivated (never deleted: the audit log names them). Returns (agencies, officers) written."""
+    with UnitOfWork(deps) as uow:
+        for data in agencies:
+            uow.session.merge(Agency(**data))
+        uow.session.flush()
+        listed = set()
+        for data in officers:
+            listed.add(data["username"])
+            uow.session.merge(
+                Officer(
+                    username=data["username"],
+                    display_name=data["display_name"],
+                    agency_code=data["agency"],
+                    roles=list(data.get("roles", [])),
+                    email=data.get("email", ""),
+                    liaison=bool(data.get("liaison", False)),
+                    active=bool(data.get("active", True)),
+                )
+            )
+        for officer in uow.session.execute(select(Officer)).scalars():
+            if officer.username not in listed:
+                officer.active = False
+        uow.commit()
+    return len(agencies), len(officers)
+
+
+# --- open -----------------------------------------------------------------------------------------
+
+
+def _next_case_no(deps: Deps, uow: UnitOfWork, agency: Agency, received_at: datetime) -> str:
+    year = received_at.astimezone(SHANGHAI).year
+    insert = sqlite_insert if is_sqlite(deps.engine) else pg_insert
+    # Create the counter row if missing without racing another opener, then lock it.
+    uow.session.execute(
+        insert(CaseNumberSequence).values(agency_code=agency.code, year=year, last=0).on_conflict_do_nothing()
+    )
+    stmt: Any = select(CaseNumberSequence).where(
+        CaseNumberSequence.agency_code == agency.code, CaseNumberSequence.year == year
+    )
+    if not is_sqlite(deps.engine):
+        stmt = stmt.with_for_update()
+    seq_row = uow.session.execute(stmt).scalar_one()
+    seq_row.last += 1
+    return deps.case_number_format.format(agency=agency.code, year=year, seq=seq_row.last)
+
+
+def open_case(
+    deps: Deps,
+    *,
+    agency: str,
+    title: str,
+    source: str,
+    actor: str,
+    received_at: datetime | None = None,
+    note: str = "",
+) -> CaseView:
+    """Register a lead as a new case of ``agency`` (a market regulator), in state ``lead_registered``.
+
+    Writes the case, its owner participation, audit event #1 (``open_case``) and the clocks that start
+    at intake (A1), in one transaction. The actor must be a handler of that agency.
+    """
+    title = (title or "").strip()
+    if not title:
+        raise InvalidInput("a case needs a title (--title)")
+    if source not in LEAD_SOURCES:
+        raise InvalidInput(f"unknown lead source {source!r}; use one of {', '.join(LEAD_SOURCES)}")
+    with UnitOfWork(deps) as uow:
+        officer = uow.officer(actor)
+        owner = _agency(uow, agency)
+        if owner.kind != "market_regulation":
+            raise InvalidInput(f"cases are opened by a market regulator; {agency} is a {owner.kind} agency")
+        if officer.agency_code != owner.code or "handler" not in officer.roles:
+            raise PermissionDenied(f"officer {actor} is not a handler of {agency} and may not open its cases")
+        now = deps.now()
+        received = _check_effective(deps, received_at, None, "open_case")
+        case_no = _next_case_no(deps, uow, owner, received)
+        ctx = CaseContext(case_no=case_no)
+        chart = new_chart(ctx)
+        conf = configuration_of(chart)
+        case = Case(
+            case_no=case_no,
+            title=title,
+            source=source,
+            owner_agency=owner.code,
+            state=leaf_state(conf),
+            phase=phase_of(conf),
+            configuration=conf,
+            history={},
+            context={"counters": {}},
+            version=1,
+            received_at=received,
+            opened_by=actor,
+            created_at=now,
+            updated_at=now,
+        )
+        uow.session.add(case)
+        uow.session.flush()
+        _add_participant(uow, case, owner.code, "owner", OPEN_CASE, received)
+        payload = {"title": title, "source": source, "agency": owner.code}
+        _append_event(uow, case, OPEN_CASE, officer, received, now, note, payload, [], conf)
+        _apply_clocks(deps, uow, case, OPEN_CASE, [], conf, {}, {}, received)
+        uow.commit()
+        log.info("case opened: %s by %s", case_no, actor)
+        return _view(deps, uow, case)
+
+
+# --- advance --------------------------------------------------------------------------------------
+
+
+def advance_case(
+    deps: Deps,
+    case_no: str,
+    event: str,
+    *,
+    actor: str,
+    effective_at: datetime | None = None,
+    data: Mapping[str, Any] | None = None,
+    note: str = "",
+    expected_version: int | None = None,
+) -> CaseView:
+    """Send ``event`` to case ``case_no`` on behalf of ``actor``: the one way a case changes state.
+
+    Locks the case row, checks visibility (else ``CaseNotFound``), the expected version (else
+    ``ConcurrentUpdate``), that the event exists and is allowed now (else ``TransitionRefused``), that
+    the actor's agency kind and role may send it (else ``PermissionDenied``), the event's data and
+    guards (else ``GuardFailed``); then writes state, version, audit row, clocks and outbox rows and
+    commits them together.
+    """
+    with UnitOfWork(deps) as uow:
+        case, officer = _visible_case(uow, case_no, actor, lock=True)
+        if expected_version is not None and case.version != expected_version:
+            raise ConcurrentUpdate(case_no, expected_version, case.version)
+        ctx = _context(deps, uow, case)
+        chart = new_chart(ctx, case.configuration, case.history)
+        allowed = allowed_events_of(chart)
+        if event not in EVENT_IDS:
+            raise TransitionRefused(case_no, case.state, event, allowed, reason=f"unknown event {event!r}")
+        sender_agency = _authorise(uow, case, officer, event)
+        if event not in allowed:
+            raise TransitionRefused(case_no, case.state, event, allowed)
+        try:
+            payload = parse_event_data(event, data)
+        except GuardFailed as err:
+            raise err.bind(case_no=case_no, state=case.state, event=event) from None
+        last_effective = uow.session.execute(
+            select(func.max(CaseEvent.effective_at)).where(CaseEvent.case_id == case.id)
+        ).scalar_one()
+        effective = _check_effective(deps, effective_at, last_effective, f"case {case_no}")
+        receivers = _resolve_receivers(uow, event, payload, sender_agency)
+        if "approved_by" in payload:
+            uow.officer(payload["approved_by"])  # an extension names a real, active approver
+        before, history_before = list(case.configuration), dict(case.history)
+        try:
+            chart.send(event, data=payload)
+        except GuardFailed as err:
+            raise err.bind(case_no=case_no, state=case.state, event=event) from None
+        except TransitionNotAllowed:
+            raise TransitionRefused(case_no, case.state, event, allowed) from None
+        after, history_after = configuration_of(chart), history_of(chart)
+
+        now = deps.now()
+        _apply_clocks(deps, uow, case, event, before, after, history_before, history_after, effective)
+        for agency_code, role in receivers:
+            _add_participant(uow, case, agency_code, role, event, effective)
+        case.context = _updated_context(case.context, ctx, event, payload)
+        case.configuration, case.history = after, history_after
+        case.state, case.phase = leaf_state(after), phase_of(after, history_after)
+        case.outcome = ctx.outcome
+        case.version += 1
+        case.updated_at = now
+        if CLOSED in after:
+            case.closed_at = effective
+        uow.session.flush()
+        record = _append_event(uow, case, event, officer, effective, now, note, payload, before, after)
+        _enqueue_case_notices(deps, uow, case, record, officer)
+        uow.commit()
+        log.info("case %s: %s by %s -> %s (v%s)", case_no, event, actor, case.state, case.version)
+        return _view(deps, uow, case)
+
+
+def _authorise(uow: UnitOfWork, case: Case, officer: Officer, event: str) -> Agency:
+    """Agency kind, role and participation (DOMAIN.md "who may send what"); returns the sender's agency."""
+    agency = uow.session.get(Agency, officer.agency_code)
+    assert agency is not None  # officers reference agencies by foreign key
+    kind = SENDER_KIND[event]
+    if agency.kind != kind:
+        raise PermissionDenied(
+            f"case {case.case_no}: {officer.username} ({agency.code}, {agency.kind}) may not send {event}; "
+            f"only {kind} officers may"
+        )
+    if "handler" not in officer.roles:
+        raise PermissionDenied(f"case {case.case_no}: {officer.username} is not a handler and may not send events")
+    if not _is_participant(uow, case, agency.code):
+        raise PermissionDenied(
+            f"case {case.case_no}: {agency.code} does not take part in this case and may not send {event}"
+        )
+    if event in ("suspend", "resume") and phase_of(case.configuration, case.history) not in SUSPENSION_PHASES:
+        raise PermissionDenied(
+            f"case {case.case_no}: the market regulator may {event} a case only while it is in intake or "
+            "administrative enforcement"
+        )
+    return agency
+
+
+def _resolve_receivers(uow: UnitOfWork, event: str, payload: dict[str, Any], sender: Agency) -> list[tuple[str, str]]:
+    """The agencies an event makes participants, with their role; ``to_agency`` defaults per config."""
+    if event == "start_joint_investigation":
+        codes = payload["agencies"]
+        for code in codes:
+            _agency(uow, code, what="agency in agencies")
+        return [(code, "joint") for code in codes]
+    kind = RECEIVER_KIND.get(event)
+    if kind is None:
+        return []
+    if "to_agency" in payload:
+        receiver = _agency(uow, payload["to_agency"], kind=kind, what="to_agency")
+    else:
+        receiver = _counterpart(uow, sender, kind)
+        payload["to_agency"] = receiver.code  # the audit row records who actually received it
+    if receiver.code == sender.code:
+        raise InvalidInput(f"{event}: to_agency must be another agency than the sender ({sender.code})")
+    return [(receiver.code, event)]
+
+
+def _updated_context(stored: dict[str, Any], ctx: CaseContext, event: str, payload: dict[str, Any]) -> dict[str, Any]:
+    context = dict(stored)
+    context["counters"] = dict(ctx.counters)
+    if event == "propose_referral":
+        context["referral"] = dict(payload)
+        if "fine_paid" in payload:
+            context["fine_paid"] = payload["fine_paid"]  # Decree 310 art. 11: offset later
+    elif event == "decide_penalty":
+        context["penalty"] = dict(payload)
+    elif event == "pronounce_judgment":
+        context["judgment"] = dict(payload)
+    return context
+
+
+def _append_event(
+    uow: UnitOfWork,
+    case: Case,
+    event: str,
+    officer: Officer,
+    effective: datetime,
+    recorded: datetime,
+    note: str,
+    payload: dict[str, Any],
+    before: list[str],
+    after: list[str],
+) -> CaseEvent:
+    seq = case.version  # version n is reached by event #n: the chain and the version advance together
+    record = CaseEvent(
+        event_id=str(uuid.uuid4()),
+        case_id=case.id,
+        seq=seq,
+        event=event,
+        actor=officer.username,
+        actor_agency=officer.agency_code,
+        effective_at=effective,
+        recorded_at=recorded,
+        note=note or "",
+        payload=payload,
+        from_configuration=before,
+        to_configuration=after,
+        from_state=leaf_state(before) if before else "",
+        to_state=leaf_state(after),
+        version=case.version,
+        prev_hash=case.last_hash or GENESIS,
+        hash="",
+    )
+    record.hash = event_digest(case.case_no, record)
+    case.last_hash = record.hash
+    uow.session.add(record)
+    return record
+
+
+# --- clocks ---------------------------------------------------------------------------------------
+
+
+def _apply_clocks(
+    deps: Deps,
+    uow: UnitOfWork,
+    case: Case,
+    event: str,
+    before: list[str],
+    after: list[str],
+    history_before: dict[str, list[str]],
+    history_after: dict[str, list[str]],
+    at: datetime,
+) -> None:
+    """Start, stop, pause, resume and extend the case's deadlines as the rules say for this transition."""
+    open_rows = {
+        row.rule: row
+        for row in uow.session.execute(
+            select(Deadline).where(Deadline.case_id == case.id, Deadline.status.in_(("running", "paused")))
+        ).scalars()
+    }
+    actions = plan_clock_actions(
+        deps.clock_rules,
+        event,
+        before,
+        after,
+        running=set(open_rows),
+        # Only a suspended case is "in" its remembered states; after resume the memory is stale.
+        history_before=history_before.get(HISTORY, []) if "suspended" in before else [],
+        history_after=history_after.get(HISTORY, []) if "suspended" in after else [],
+    )
+    for action in actions:
+        rule = deps.clock_rules[action.rule]
+        row = open_rows.get(action.rule)
+        if action.action in ("stop", "restart") and row is not None:
+            _finish(row, at, "cancelled" if action.action == "restart" else None)
+        if action.action in ("start", "restart"):
+            uow.session.add(_start(deps, case, rule, action, event, at))
+        elif action.action == "pause" and row is not None:
+            row.status, row.paused_at = "paused", at
+        elif action.action == "resume" and row is not None and row.paused_at is not None:
+            due = deps.calendar.shift_for_pause(
+                row.due_at, row.paused_at, at, rule.unit, roll_to_workday=rule.roll_to_workday
+            )
+            _set_due(row, due)
+            row.status, row.paused_at = "running", None
+        elif action.action == "extend" and row is not None:
+            _extend(deps, case, rule, row, action, event)
+
+
+def _start(deps: Deps, case: Case, rule: ClockRule, action: ClockAction, event: str, at: datetime) -> Deadline:
+    due = deps.calendar.add(at, rule.limit, rule.unit, roll_to_workday=rule.roll_to_workday)
+    row = Deadline(
+        case_id=case.id,
+        rule=rule.id,
+        label=rule.label,
+        basis=rule.basis,
+        unit=rule.unit,
+        limit=rule.limit,
+        status="paused" if action.start_paused else "running",
+        started_at=at,
+        due_at=due.due_at,
+        paused_at=at if action.start_paused else None,
+        started_by=event,
+    )
+    _set_due(row, due)
+    return row
+
+
+def _set_due(row: Deadline, due: Any) -> None:
+    row.due_at = due.due_at
+    row.provisional = bool(row.provisional or due.provisional)
+    if due.reasons:
+        row.provisional_reason = "; ".join(dict.fromkeys([*filter(None, [row.provisional_reason]), *due.reasons]))
+
+
+def _finish(row: Deadline, at: datetime, status: str | None) -> None:
+    if status is None:
+        # A paused clock is judged on its own time; one that ran out before the case moved is missed.
+        status = "met" if row.status == "paused" or at <= row.due_at else "missed"
+    row.status, row.ended_at, row.paused_at = status, at, None
+
+
+def _extend(deps: Deps, case: Case, rule: ClockRule, row: Deadline, action: ClockAction, event: str) -> None:
+    ext = action.extension
+    assert ext is not None
+    if row.extensions_used >= ext.max_times:
+        raise GuardFailed(
+            f"deadline {rule.id} ({rule.label}) was already extended {row.extensions_used} time(s); "
+            f"at most {ext.max_times} allowed",
+            rule=rule.basis,
+        ).bind(case_no=case.case_no, state=case.state, event=event)
+    due = deps.calendar.add(row.due_at, ext.amount, ext.unit or rule.unit, roll_to_workday=rule.roll_to_workday)
+    _set_due(row, due)
+    row.extensions_used += 1
+
+
+# --- outbox ---------------------------------------------------------------------------------------
+
+
+def _enqueue_case_notices(deps: Deps, uow: UnitOfWork, case: Case, record: CaseEvent, actor: Officer) -> None:
+    """Tell the liaison officers of every other participating agency (信息通报), rendered now."""
+    stmt = (
+        select(Officer, Agency)
+        .join(CaseParticipant, CaseParticipant.agency_code == Officer.agency_code)
+        .join(Agency, Agency.code == Officer.agency_code)
+        .where(
+            CaseParticipant.case_id == case.id,
+            Officer.liaison.is_(True),  # type: ignore[attr-defined]
+            Officer.active.is_(True),  # type: ignore[attr-defined]
+            Officer.agency_code != actor.agency_code,
+        )
+        .order_by(Officer.username)
+    )
+    recipients = uow.session.execute(stmt).all()
+    if not recipients:
+        return
+    actor_agency = uow.session.get(Agency, actor.agency_code)
+    phase = phase_of(case.configuration, case.history)
+    for officer, _agency_row in recipients:
+        rendered = render(
+            "case_event",
+            deps.lang,
+            recipient_name=officer.display_name,
+            actor_name=actor.display_name,
+            actor_agency_name=actor_agency.name if actor_agency else actor.agency_code,
+            effective_at=local_iso(record.effective_at),
+            case_no=case.case_no,
+            title=case.title,
+            event_label=event_label(record.event, deps.lang),
+            phase_label=state_label(phase, deps.lang),
+            state_label=state_label(case.state, deps.lang),
+            note=record.note,
+            data_items=sorted(record.payload.items()),
+        )
+        uow.session.add(
+            OutboxMessage(
+                dedupe_key=f"case_event:{record.event_id}:{officer.username}:email",
+                case_id=case.id,
+                kind="case_event",
+                channel="email",
+                recipient=officer.email,
+                recipient_user=officer.username,
+                subject=rendered.subject,
+                body=rendered.body,
+                template=rendered.template,
+                template_version=rendered.template_version,
+                lang=rendered.lang,
+                status="pending",
+                next_attempt_at=record.recorded_at,
+                created_at=record.recorded_at,
+            )
+        )
+
+
+# --- reads ----------------------------------------------------------------------------------------
+
+
+def _view(deps: Deps, uow: UnitOfWork, case: Case) -> CaseView:
+    now = deps.now()
+    owner = uow.session.get(Agency, case.owner_agency)
+    participants = list(
+        uow.session.execute(
+            select(CaseParticipant.agency_code).where(CaseParticipant.case_id == case.id).order_by(CaseParticipant.id)
+        ).scalars()
+    )
+    chart = new_chart(CaseContext(case_no=case.case_no), case.configuration, case.history)
+    rows = uow.session.execute(
+        select(Deadline).where(Deadline.case_id == case.id).order_by(Deadline.started_at, Deadline.id)
+    ).scalars()
+    deadlines = []
+    for row in rows:
+        open_ = row.status in ("running", "paused")
+        overdue = open_ and row.status == "running" and now > row.due_at
+        deadlines.append(
+            DeadlineView(
+                rule=row.rule,
+                label=row.label,
+                status="missed" if overdue else row.status,
+                started_at=local_iso(row.started_at),
+                due_at=local_iso(row.due_at),
+                remaining=_remaining(row.due_at, now) if open_ else "",
+                overdue=overdue,
+                provisional=row.provisional,
+                provisional_reason=row.provisional_reason,
+                extensions_used=row.extensions_used,
+                basis=row.basis,
+            )
+        )
+    phase = phase_of(case.configuration, case.history)
+    suspended_from = (
+        leaf_state(case.history[HISTORY]) if case.state == "suspended" and HISTORY in case.history else None
+    )
+    return CaseView(
+        case_no=case.case_no,
+        title=case.title,
+        agency=case.owner_agency,
+        agency_name=owner.name if owner else "",
+        source=case.source,
+        state=case.state,
+        state_label=state_label(case.state, deps.lang),
+        phase=phase,
+        phase_label=state_label(phase, deps.lang),
+        outcome=case.outcome,
+        version=case.version,
+        received_at=local_iso(case.received_at),
+        participants=participants,
+        allowed_events=allowed_events_of(chart),
+        deadlines=deadlines,
+        suspended_from=suspended_from,
+    )
+
+
+def show_case(deps: Deps, case_no: str, *, actor: str | None = None) -> CaseView:
+    """The case as ``actor`` may see it (``CaseNotFound`` when they may not); ``None``: the operator."""
+    with UnitOfWork(deps, read_only=True) as uow:
+        case, _officer = _readable_case(uow, case_no, actor)
+        return _view(deps, uow, case)
+
+
+def allowed_events(deps: Deps, case_no: str, *, actor: str | None = None) -> list[dict[str, Any]]:
+    """Events allowed in the case's state now, with label, sender kind and whether ``actor`` may send each."""
+    with UnitOfWork(deps, read_only=True) as uow:
+        case, officer = _readable_case(uow, case_no, actor)
+        chart = new_chart(CaseContext(case_no=case.case_no), case.configuration, case.history)
+        result = []
+        for event in allowed_events_of(chart):
+            may: bool | None = None
+            if officer is not None:
+                try:
+                    _authorise(uow, case, officer, event)
+                    may = True
+                except PermissionDenied:
+                    may = False
+            result.append(
+                {
+                    "event": event,
+                    "label": event_label(event, deps.lang),
+                    "sender": SENDER_KIND[event],
+                    "you_may_send": may,
+                }
+            )
+        return result
+
+
+def case_history(deps: Deps, case_no: str, *, actor: str | None = None) -> list[EventView]:
+    """The audit log of a case, oldest first."""
+    with UnitOfWork(deps, read_only=True) as uow:
+        case, _officer = _readable_case(uow, case_no, actor)
+        rows = uow.session.execute(
+            select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.seq)
+        ).scalars()
+        open_label = "登记线索" if deps.lang == "zh" else "Lead registered"
+        return [
+            EventView(
+                seq=r.seq,
+                event=r.event,
+                label=event_label(r.event, deps.lang) if r.event != OPEN_CASE else open_label,
+                actor=r.actor,
+                actor_agency=r.actor_agency,
+                effective_at=local_iso(r.effective_at),
+                recorded_at=local_iso(r.recorded_at),
+                from_state=r.from_state,
+                to_state=r.to_state,
+                version=r.version,
+                note=r.note,
+                payload=r.payload,
+                hash=r.hash,
+            )
+            for r in rows
+        ]
+
+
+def list_cases(deps: Deps, *, actor: str | None = None, state: str | None = None, limit: int = 200) -> list[CaseView]:
+    """The cases ``actor`` may see (all for the operator), newest first."""
+    with UnitOfWork(deps, read_only=True) as uow:
+        officer = uow.officer(actor) if actor else None
+        stmt: Any = select(Case).order_by(Case.id.desc())  # type: ignore[union-attr]
+        if state:
+            stmt = stmt.where(Case.state == state)
+        views = []
+        for case in uow.session.execute(stmt).scalars():
+            if officer is None or _visible(uow, case, officer):
+                views.append(_view(deps, uow, case))
+            if len(views) >= limit:
+                break
+        return views
+
+
+# --- attachments ----------------------------------------------------------------------------------
+
+
+def attach_file(deps: Deps, case_no: str, kind: str, path: Path, *, actor: str) -> dict[str, Any]:
+    """Add a document to the case file, stored once by SHA-256 under the attachments folder.
+
+    The actor's agency must take part in the case. The file is copied before the row commits; a
+    failure after the copy leaves only an unreferenced blob, never a row without its file.
+    """
+    if kind not in ATTACHMENT_KINDS:
+        raise InvalidInput(f"unknown attachment kind {kind!r}; use one of {', '.join(ATTACHMENT_KINDS)}")
+    if not path.is_file():
+        raise InvalidInput(f"file not found: {path}")
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    sha = digest.hexdigest()
+    with UnitOfWork(deps) as uow:
+        case, officer = _visible_case(uow, case_no, actor, lock=True)
+        if not _is_participant(uow, case, officer.agency_code):
+            raise PermissionDenied(f"case {case_no}: {officer.agency_code} does not take part in this case")
+        if case.state == CLOSED:
+            raise InvalidInput(f"case {case_no} is closed; its file can no longer change")
+        duplicate = uow.session.execute(
+            select(Attachment.id).where(
+                Attachment.case_id == case.id, Attachment.sha256 == sha, Attachment.kind == kind
+            )
+        ).first()
+        if duplicate:
+            raise InvalidInput(f"case {case_no}: this {kind} (sha256 {sha[:12]}…) is already attached")
+        blob = deps.attachments_dir / sha[:2] / sha
+        if not blob.exists():
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            tmp = blob.with_suffix(".tmp")
+            shutil.copyfile(path, tmp)
+            tmp.replace(blob)
+        row = Attachment(
+            case_id=case.id,
+            kind=kind,
+            filename=path.name,
+            sha256=sha,
+            size=size,
+            attached_by=actor,
+            attached_at=deps.now(),
+        )
+        uow.session.add(row)
+        uow.commit()
+        return {
+            "case_no": case_no,
+            "kind": kind,
+            "filename": path.name,
+            "sha256": sha,
+            "size": size,
+            "attached_by": actor,
+            "attached_at": local_iso(row.attached_at),
+        }
+
+
+# --- audit ----------------------------------------------------------------------------------------
+
+
+def verify_audit(deps: Deps, case_no: str | None = None) -> AuditReport:
+    """Recompute the hash chain of one case (or all) and report every break."""
+    with UnitOfWork(deps, read_only=True) as uow:
+        stmt: Any = select(Case).order_by(Case.id)
+        if case_no:
+            stmt = stmt.where(Case.case_no == case_no)
+        cases = list(uow.session.execute(stmt).scalars())
+        if case_no and not cases:
+            raise CaseNotFound(case_no)
+        problems: list[str] = []
+        total = 0
+        for case in cases:
+            events = list(
+                uow.session.execute(
+                    select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.seq)
+                ).scalars()
+            )
+            total += len(events)
+            problems += chain_breaks(case.case_no, events, last_hash=case.last_hash, version=case.version)
+        return AuditReport(cases=len(cases), events=total, problems=problems)
+
+
+@dataclass
+class ReplayResult:
+    """Whether replaying the event log reproduced the stored configuration."""
+
+    case_no: str
+    matches: bool
+    stored: list[str]
+    replayed: list[str]
+    stored_outcome: str | None
+    replayed_outcome: str | None
+
+
+def replay_case(deps: Deps, case_no: str) -> ReplayResult:
+    """Send a case's recorded events through a fresh chart and compare with the stored state."""
+    with UnitOfWork(deps, read_only=True) as uow:
+        case = uow.case(case_no)
+        events = uow.session.execute(
+            select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.seq)
+        ).scalars()
+        ctx = CaseContext(case_no=case_no, replaying=True)
+        chart = new_chart(ctx)
+        for record in events:
+            if record.event != OPEN_CASE:
+                chart.send(record.event, data=record.payload)
+        replayed = configuration_of(chart)
+        return ReplayResult(
+            case_no=case_no,
+            matches=replayed == case.configuration and ctx.outcome == case.outcome,
+            stored=list(case.configuration),
+            replayed=replayed,
+            stored_outcome=case.outcome,
+            replayed_outcome=ctx.outcome,
+        )

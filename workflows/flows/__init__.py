@@ -1,0 +1,1 @@
+"""Prefect flows and schedulers that trigger the use cases."""

@@ -1,0 +1,104 @@
+"""The unit of work: one database transaction per use case, rolled back unless committed.
+
+Row locks: on PostgreSQL the case row is locked with ``SELECT ... FOR UPDATE``; on SQLite the whole
+transaction already began with ``BEGIN IMMEDIATE`` (see ``models.db``), which holds the write lock.
+Either way, two transitions of one case never interleave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session
+
+from models.db import SQLITE_BEGIN, is_sqlite, session_factory
+from models.tables import Case, Officer
+from states.calendar import WorkCalendar
+from states.clocks import ClockRule
+from states.errors import CaseNotFound, UnknownActor
+
+
+def utc_now() -> datetime:
+    """The real clock (UTC, aware). Use cases get the clock injected; only the composition root uses this."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class Deps:
+    """What the use cases need from the deployment, built once by ``app.bootstrap``.
+
+    Passed down explicitly so that no lower layer reads settings or the real clock by itself.
+    """
+
+    engine: Engine
+    calendar: WorkCalendar
+    clock_rules: dict[str, ClockRule]
+    clock: Callable[[], datetime] = utc_now
+    case_number_format: str = "{agency}-{year}-{seq:04d}"
+    loss_threshold: int = 300_000
+    illegal_gain_threshold: int = 300_000
+    attachments_dir: Path = Path("var/attachments")
+    lang: str = "zh"
+    sessions: sessionmaker[Session] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = session_factory(self.engine)
+
+    def now(self) -> datetime:
+        """The injected clock's time, always aware UTC."""
+        value = self.clock()
+        if value.tzinfo is None:
+            raise ValueError("the injected clock must return timezone-aware datetimes")
+        return value.astimezone(UTC)
+
+
+class UnitOfWork:
+    """A transaction around one use case. Use ``with UnitOfWork(deps) as uow: ... uow.commit()``."""
+
+    def __init__(self, deps: Deps, *, read_only: bool = False) -> None:
+        self.deps = deps
+        self.read_only = read_only
+        self.session: Session
+
+    def __enter__(self) -> UnitOfWork:
+        self.session = self.deps.sessions()
+        if is_sqlite(self.deps.engine):
+            # Readers need no write lock: WAL lets them run beside the one writer.
+            mode = "DEFERRED" if self.read_only else "IMMEDIATE"
+            self.session.connection(execution_options={SQLITE_BEGIN: mode})
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Anything not committed explicitly is rolled back: a failure at any step writes nothing.
+        self.session.rollback()
+        self.session.close()
+
+    def commit(self) -> None:
+        """Commit everything done in this unit of work."""
+        self.session.commit()
+
+    def officer(self, username: str) -> Officer:
+        """The active officer ``username`` or ``UnknownActor``."""
+        officer = self.session.get(Officer, username)
+        if officer is None or not officer.active:
+            raise UnknownActor(username)
+        return officer
+
+    def case(self, case_no: str, *, lock: bool = False) -> Case:
+        """Load a case by number, locking its row for the rest of the transaction when ``lock``."""
+        stmt: Any = select(Case).where(Case.case_no == case_no)
+        if lock and not is_sqlite(self.deps.engine):
+            stmt = stmt.with_for_update()
+        case = self.session.execute(stmt).scalar_one_or_none()
+        if case is None:
+            raise CaseNotFound(case_no)
+        return case
