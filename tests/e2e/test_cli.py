@@ -335,6 +335,13 @@ def test_audit_verify_detects_changed_and_deleted_rows(cli: Cli) -> None:
         cli.advance(case_no, event, MR)
     assert cli("audit", "verify").exit_code == 0
     with sqlite3.connect(cli.db) as conn:
+        # The database itself refuses edits; a tamperer would first have to drop the triggers.
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("UPDATE case_events SET note = 'x' WHERE seq = 2")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM case_events WHERE seq = 2")
+        conn.execute("DROP TRIGGER case_events_no_update")
+        conn.execute("DROP TRIGGER case_events_no_delete")
         conn.execute("UPDATE case_events SET payload = '{\"fine_amount\": 1}' WHERE seq = 2")
     changed = cli("audit", "verify", case_no, code=3)
     assert f"{case_no}: event #2 (start_verification) was changed after it was recorded" in changed.stderr

@@ -28,8 +28,8 @@ def _drift(url: str) -> list[object]:
 def test_sqlite_schema_matches_models_and_upgrade_is_idempotent(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
     engine = make_engine(url)
-    assert upgrade_database(engine) == "0001"
-    assert upgrade_database(engine) == "0001"
+    assert upgrade_database(engine) == "0002"
+    assert upgrade_database(engine) == "0002"
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -40,7 +40,7 @@ def test_sqlite_schema_matches_models_and_upgrade_is_idempotent(tmp_path: Path) 
 @pytest.mark.postgres
 def test_postgres_schema_matches_models(pg_url: str) -> None:
     engine = make_engine(pg_url)
-    assert upgrade_database(engine) == "0001"
+    assert upgrade_database(engine) == "0002"
     with engine.connect() as conn:
         indexes = {r[0] for r in conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename='deadlines'"))}
     engine.dispose()
@@ -60,3 +60,15 @@ def test_init_twice_on_postgres_keeps_one_directory(pg_config: Path) -> None:
     with deps.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM officers")).scalar() == len(settings.officers)
     deps.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_refuses_edits_of_case_events(pg_deps) -> None:  # type: ignore[no-untyped-def]
+    import sqlalchemy.exc
+
+    from workflows.cases import open_case
+
+    open_case(pg_deps, agency="sm-amr", title="t", source="report", actor="sm_amr_handler")
+    for statement in ("UPDATE case_events SET note = 'x'", "DELETE FROM case_events"):
+        with pytest.raises(sqlalchemy.exc.DBAPIError, match="append-only"), pg_deps.engine.begin() as conn:
+            conn.execute(text(statement))
