@@ -379,9 +379,12 @@ def open_case(
         payload = {"title": title, "source": source, "agency": owner.code}
         _append_event(uow, case, OPEN_CASE, officer, received, now, note, payload, [], conf)
         _apply_clocks(deps, uow, case, OPEN_CASE, [], conf, {}, {}, received)
+        # Read the result inside the transaction: nothing may touch the database after the commit, so a
+        # committed change can never be reported as failed (SQLite would re-take its write lock to read).
+        view = _view(deps, uow, case)
         uow.commit()
         log.info("case opened: %s by %s", case_no, actor)
-        return _view(deps, uow, case)
+        return view
 
 
 # --- advance --------------------------------------------------------------------------------------
@@ -418,6 +421,7 @@ def advance_case(
         sender_agency = _authorise(uow, case, officer, event)
         if event not in allowed:
             raise TransitionRefused(case_no, case.state, event, allowed)
+        _authorise_in_state(case, event)
         try:
             payload = parse_event_data(event, data)
         except GuardFailed as err:
@@ -453,9 +457,10 @@ def advance_case(
         uow.session.flush()
         record = _append_event(uow, case, event, officer, effective, now, note, payload, before, after)
         _enqueue_case_notices(deps, uow, case, record, officer)
+        view = _view(deps, uow, case)  # before the commit: see open_case
         uow.commit()
         log.info("case %s: %s by %s -> %s (v%s)", case_no, event, actor, case.state, case.version)
-        return _view(deps, uow, case)
+        return view
 
 
 def _authorise(uow: UnitOfWork, case: Case, officer: Officer, event: str) -> Agency:
@@ -474,12 +479,16 @@ def _authorise(uow: UnitOfWork, case: Case, officer: Officer, event: str) -> Age
         raise PermissionDenied(
             f"case {case.case_no}: {agency.code} does not take part in this case and may not send {event}"
         )
+    return agency
+
+
+def _authorise_in_state(case: Case, event: str) -> None:
+    """The part of "who may send what" that depends on the state (checked once the event is allowed)."""
     if event in ("suspend", "resume") and phase_of(case.configuration, case.history) not in SUSPENSION_PHASES:
         raise PermissionDenied(
             f"case {case.case_no}: the market regulator may {event} a case only while it is in intake or "
             "administrative enforcement"
         )
-    return agency
 
 
 def _resolve_receivers(uow: UnitOfWork, event: str, payload: dict[str, Any], sender: Agency) -> list[tuple[str, str]]:
@@ -713,6 +722,7 @@ def _enqueue_case_notices(deps: Deps, uow: UnitOfWork, case: Case, record: CaseE
 
 
 def _view(deps: Deps, uow: UnitOfWork, case: Case) -> CaseView:
+    uow.session.flush()  # sessions do not autoflush: make this transaction's own writes visible to the reads
     now = deps.now()
     owner = uow.session.get(Agency, case.owner_agency)
     participants = list(
@@ -785,6 +795,7 @@ def allowed_events(deps: Deps, case_no: str, *, actor: str | None = None) -> lis
             if officer is not None:
                 try:
                     _authorise(uow, case, officer, event)
+                    _authorise_in_state(case, event)
                     may = True
                 except PermissionDenied:
                     may = False

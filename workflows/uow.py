@@ -65,26 +65,40 @@ class UnitOfWork:
     def __init__(self, deps: Deps, *, read_only: bool = False) -> None:
         self.deps = deps
         self.read_only = read_only
-        self.session: Session
+        self._session: Session | None = None
+        self._committed = False
+
+    @property
+    def session(self) -> Session:
+        """The transaction's session; using it after ``commit`` is a programming error."""
+        if self._committed:
+            raise RuntimeError("this unit of work has committed; read the result before committing")
+        if self._session is None:
+            raise RuntimeError("the unit of work is not entered (use it in a with-block)")
+        return self._session
 
     def __enter__(self) -> UnitOfWork:
-        self.session = self.deps.sessions()
+        self._session = self.deps.sessions()
         if is_sqlite(self.deps.engine):
             # Readers need no write lock: WAL lets them run beside the one writer.
             mode = "DEFERRED" if self.read_only else "IMMEDIATE"
-            self.session.connection(execution_options={SQLITE_BEGIN: mode})
+            self._session.connection(execution_options={SQLITE_BEGIN: mode})
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         # Anything not committed explicitly is rolled back: a failure at any step writes nothing.
-        self.session.rollback()
-        self.session.close()
+        if self._session is not None:
+            self._session.rollback()
+            self._session.close()
 
     def commit(self) -> None:
-        """Commit everything done in this unit of work."""
+        """Commit everything done in this unit of work. It is the last database step of a use case:
+        the unit of work refuses further queries, so a committed change is never followed by an error."""
         self.session.commit()
+        self.session.close()
+        self._committed = True
 
     def officer(self, username: str) -> Officer:
         """The active officer ``username`` or ``UnknownActor``."""
