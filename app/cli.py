@@ -318,7 +318,7 @@ def case_list(
             for col in ("case_no", "title", "agency", "phase", "state", "outcome", "next due"):
                 table.add_column(col)
             for v in views:
-                due = min((d.due_at for d in v.deadlines if d.status in ("running", "paused", "missed")), default="")
+                due = min((d.due_at for d in v.deadlines if d.status in ("running", "paused") or d.overdue), default="")
                 table.add_row(v.case_no, v.title, v.agency, v.phase, v.state, v.outcome or "", due)
             out.print(table)
 

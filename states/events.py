@@ -183,7 +183,8 @@ def _coerce(event: str, key: str, fld: Field, value: Any) -> Any:
         return text
     if fld.kind == "agencies":
         items = value if isinstance(value, list | tuple) else str(value).split(",")
-        codes = [str(item).strip() for item in items if str(item).strip()]
+        # Order kept, repeats dropped: "sm-psb,sm-psb" names one agency once.
+        codes = list(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
         if not codes:
             raise InvalidEventData(f"{event}: {key} needs at least one agency code")
         return codes

@@ -271,6 +271,7 @@ def _add_participant(uow: UnitOfWork, case: Case, agency_code: str, role: str, e
         uow.session.add(
             CaseParticipant(case_id=case.id, agency_code=agency_code, role=role, added_at=at, added_by_event=event)
         )
+        uow.session.flush()  # the next membership check must see this row (sessions do not autoflush)
 
 
 # --- directory ------------------------------------------------------------------------------------

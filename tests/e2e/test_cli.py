@@ -367,6 +367,9 @@ def test_init_demo_covers_every_phase_and_is_idempotent(cli: Cli) -> None:
     assert {"intake", "administrative", "referral", "criminal", "judicial", "closed"} <= phases
     assert any(c["state"] == "suspended" for c in cases)
     assert cli.json("audit", "verify")["ok"] is True
+    listing = cli("case", "list").stdout
+    closed = [line for line in listing.splitlines() if "convicted" in line or "penalized" in line]
+    assert closed and not any("+08:00" in line for line in closed), "a closed case shows no next due date"
     again = cli.json("init", "--demo")
     assert again["demo_cases"] == [] and len(cli.json("case", "list")) == len(cases)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from states.errors import CaseNotFound, PermissionDenied, UnknownActor
+from states.errors import CaseNotFound, InvalidInput, PermissionDenied, UnknownActor
 from tests.conftest import CaseBuilder
 from workflows.cases import advance_case, case_history, list_cases, open_case, show_case
 from workflows.uow import Deps
@@ -83,3 +83,12 @@ def test_suspend_after_referral_is_denied_with_the_rule(builder: CaseBuilder) ->
     view = builder.to_state("police_review")
     with pytest.raises(PermissionDenied, match="only while it is in intake or administrative"):
         advance_case(builder.deps, view.case_no, "suspend", actor="sm_amr_handler", data={"reason": "x"})
+
+
+def test_joint_investigation_with_repeated_or_owner_agencies(builder: CaseBuilder) -> None:
+    view = builder.to_state("investigating")
+    joint = builder.send(view.case_no, "start_joint_investigation", agencies="sm-psb, sm-psb,sm-amr,sm-justice")
+    assert joint.participants == ["sm-amr", "sm-psb", "sm-justice"]
+    builder.send(view.case_no, "end_joint_investigation")
+    with pytest.raises(InvalidInput, match="unknown agency in agencies 'xx-psb'"):
+        builder.send(view.case_no, "start_joint_investigation", agencies="xx-psb")
