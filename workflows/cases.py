@@ -54,6 +54,7 @@ from states.lifecycle import (
     EVENT_IDS,
     HISTORY,
     CaseContext,
+    CaseLifecycle,
     allowed_events_of,
     configuration_of,
     event_label,
@@ -382,7 +383,7 @@ def open_case(
         _apply_clocks(deps, uow, case, OPEN_CASE, [], conf, {}, {}, received)
         # Read the result inside the transaction: nothing may touch the database after the commit, so a
         # committed change can never be reported as failed (SQLite would re-take its write lock to read).
-        view = _view(deps, uow, case)
+        view = _view(deps, uow, case, chart)
         uow.commit()
         log.info("case opened: %s by %s", case_no, actor)
         return view
@@ -458,7 +459,7 @@ def advance_case(
         uow.session.flush()
         record = _append_event(uow, case, event, officer, effective, now, note, payload, before, after)
         _enqueue_case_notices(deps, uow, case, record, officer)
-        view = _view(deps, uow, case)  # before the commit: see open_case
+        view = _view(deps, uow, case, chart)  # before the commit: see open_case
         uow.commit()
         log.info("case %s: %s by %s -> %s (v%s)", case_no, event, actor, case.state, case.version)
         return view
@@ -722,7 +723,8 @@ def _enqueue_case_notices(deps: Deps, uow: UnitOfWork, case: Case, record: CaseE
 # --- reads ----------------------------------------------------------------------------------------
 
 
-def _view(deps: Deps, uow: UnitOfWork, case: Case) -> CaseView:
+def _view(deps: Deps, uow: UnitOfWork, case: Case, chart: CaseLifecycle | None = None) -> CaseView:
+    """The case as shown to users; ``chart`` is the case's current chart when the caller has one."""
     uow.session.flush()  # sessions do not autoflush: make this transaction's own writes visible to the reads
     now = deps.now()
     owner = uow.session.get(Agency, case.owner_agency)
@@ -731,7 +733,8 @@ def _view(deps: Deps, uow: UnitOfWork, case: Case) -> CaseView:
             select(CaseParticipant.agency_code).where(CaseParticipant.case_id == case.id).order_by(CaseParticipant.id)
         ).scalars()
     )
-    chart = new_chart(CaseContext(case_no=case.case_no), case.configuration, case.history)
+    if chart is None:
+        chart = new_chart(CaseContext(case_no=case.case_no), case.configuration, case.history)
     rows = uow.session.execute(
         select(Deadline).where(Deadline.case_id == case.id).order_by(Deadline.started_at, Deadline.id)
     ).scalars()
