@@ -421,3 +421,10 @@ def main() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# --- command groups kept in their own modules (registered last: they reuse the helpers above) -------
+
+from app.cli_calendar import calendar_app  # noqa: E402
+
+app.add_typer(calendar_app, name="calendar")

@@ -123,6 +123,69 @@ def test_ordinary_weekends_are_rest_days(cal: WorkCalendar, d: date) -> None:
     assert cal.is_rest_day(d)
 
 
+@pytest.mark.parametrize("year", [2025, 2026])
+def test_tables_are_the_whole_year(cal: WorkCalendar, year: int) -> None:
+    # Every day of the year, not only the listed ones: a weekday works unless it is in a holiday block,
+    # a weekend day rests unless it is a make-up day. So the tables above are complete, and nothing
+    # else in 2025/2026 is a holiday or a make-up day.
+    days_off, makeup = set(DAYS_OFF_2025 + DAYS_OFF_2026), set(MAKEUP_2025 + MAKEUP_2026)
+    wrong = [
+        d
+        for d in _span(date(year, 1, 1), date(year, 12, 31))
+        if cal.is_workday(d) != (d in makeup or (d.weekday() < 5 and d not in days_off))
+    ]
+    assert wrong == []
+
+
+def _at(d: date, hour: int) -> datetime:
+    return datetime.combine(d, time(hour), tzinfo=SHANGHAI)
+
+
+def _end_of(d: date) -> datetime:
+    return datetime.combine(d, END, tzinfo=SHANGHAI)
+
+
+@pytest.mark.parametrize("d", MAKEUP_2025 + MAKEUP_2026, ids=str)
+def test_every_makeup_day_counts_as_a_working_day(cal: WorkCalendar, d: date) -> None:
+    # One working day from the day before a make-up day is the make-up day itself (never skipped),
+    # and a period of days ending on it does not roll.
+    day_before = d - timedelta(days=1)
+    assert cal.add(_at(day_before, 9), 1, "workdays") == Due(_end_of(d), False, ())
+    assert cal.add(_at(day_before, 9), 1, "days") == Due(_end_of(d), False, ())
+
+
+# Spring Festival and National Day of 2025 and 2026: (first and last day off, last working day
+# before, first working day after). In 2026 the make-up Saturday Feb 14 is the last one before.
+GOLDEN_WEEKS = {
+    "spring-festival-2025": ((date(2025, 1, 28), date(2025, 2, 4)), date(2025, 1, 27), date(2025, 2, 5)),
+    "national-day-2025": ((date(2025, 10, 1), date(2025, 10, 8)), date(2025, 9, 30), date(2025, 10, 9)),
+    "spring-festival-2026": ((date(2026, 2, 15), date(2026, 2, 23)), date(2026, 2, 14), date(2026, 2, 24)),
+    "national-day-2026": ((date(2026, 10, 1), date(2026, 10, 7)), date(2026, 9, 30), date(2026, 10, 8)),
+}
+_GOLDEN_WEEK_DAYS = [
+    pytest.param(d, back, id=f"{name}-{d}")
+    for name, ((first, last), _before, back) in GOLDEN_WEEKS.items()
+    for d in _span(first, last)
+]
+
+
+@pytest.mark.parametrize(("d", "back"), _GOLDEN_WEEK_DAYS)
+def test_days_ending_in_a_golden_week_roll_to_the_first_day_back(cal: WorkCalendar, d: date, back: date) -> None:
+    start = d - timedelta(days=3)
+    assert cal.add(_at(start, 10), 3, "days") == Due(_end_of(back), False, ())
+    assert cal.add(_at(start, 10), 3, "days", roll_to_workday=False).due_at == _end_of(d)
+
+
+@pytest.mark.parametrize(("block", "before", "back"), list(GOLDEN_WEEKS.values()), ids=list(GOLDEN_WEEKS))
+def test_one_workday_jumps_a_golden_week(cal: WorkCalendar, block: tuple[date, date], before: date, back: date) -> None:
+    first, last = block
+    assert cal.is_workday(before) and cal.is_workday(back)
+    assert all(cal.is_rest_day(x) for x in _span(before + timedelta(days=1), back - timedelta(days=1)))
+    assert cal.add(_at(before, 17), 1, "workdays") == Due(_end_of(back), False, ())
+    assert cal.workdays_between(before, last) == 0
+    assert cal.next_workday(first) == back
+
+
 def test_coverage_comes_from_the_package(cal: WorkCalendar) -> None:
     years = cal.covered_years()
     assert years == sorted(years)
