@@ -56,6 +56,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Dep
         loss_threshold=settings.referral.loss_threshold,
         illegal_gain_threshold=settings.referral.illegal_gain_threshold,
         attachments_dir=attachments,
+        supervision=settings.supervision,
     )
 
 

@@ -428,3 +428,7 @@ if __name__ == "__main__":  # pragma: no cover
 from app.cli_calendar import calendar_app  # noqa: E402
 
 app.add_typer(calendar_app, name="calendar")
+
+from app.cli_clocks import register as _register_clock_commands  # noqa: E402
+
+_register_clock_commands(app)

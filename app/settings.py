@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from states.clocks import ClockRule, validate_rules
+from states.clocks import ClockRule, SupervisionPolicy, validate_rules
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +203,7 @@ class SchedulerSettings(_Section):
     """Who runs the periodic jobs: the web process, Prefect, or nobody."""
 
     mode: Literal["embedded", "prefect", "off"] = "embedded"
+    sweep_every_seconds: int = Field(default=60, ge=1, le=86_400)  # how often the deadline sweep runs
 
 
 class Settings(BaseSettings):
@@ -219,6 +220,7 @@ class Settings(BaseSettings):
     referral: ReferralSettings = Field(default_factory=ReferralSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    supervision: SupervisionPolicy = Field(default_factory=SupervisionPolicy)
     agencies: list[AgencyConfig] = Field(min_length=1)
     officers: list[OfficerConfig]
     clocks: dict[str, ClockRule]  # each rule's ``id`` is its key
@@ -499,6 +501,12 @@ def _cross_check(data: Mapping[str, Any], sources: _Sources) -> list[str]:
             rules[rule_id] = ClockRule.model_validate(raw)
         except ValidationError:
             continue  # already reported
+    supervision = data.get("supervision")
+    policies = supervision.get("auto_list") if isinstance(supervision, dict) else None
+    for i, policy in enumerate(policies if isinstance(policies, list) else []):
+        rule_ref = policy.get("rule") if isinstance(policy, dict) else None
+        if isinstance(rule_ref, str) and isinstance(clocks, dict) and rule_ref not in clocks:
+            report(("supervision", "auto_list", i, "rule"), f"unknown clock rule {rule_ref!r} (not a [clocks.*] table)")
     for rule_id, rule in rules.items():
         for line in _check_rule_against_chart(rule_id, rule):
             head, _, problem = line.partition(": ")

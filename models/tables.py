@@ -121,6 +121,13 @@ class Deadline(SQLModel, table=True):
             sqlite_where=text("status IN ('running', 'paused')"),
             postgresql_where=text("status IN ('running', 'paused')"),
         ),
+        # The sweep's claim query reads only running deadlines with something left to fire.
+        Index(
+            "ix_deadlines_next_alert",
+            "next_alert_at",
+            sqlite_where=text("status = 'running' AND next_alert_at IS NOT NULL"),
+            postgresql_where=text("status = 'running' AND next_alert_at IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -139,6 +146,77 @@ class Deadline(SQLModel, table=True):
     provisional: bool = False
     provisional_reason: str = ""
     started_by: str = Field(max_length=60)  # the event that started it
+    responsible: str = Field(default="", max_length=20)  # agency kind that must act
+    # Extension ledger: one entry per granted extension (event, approver, reason, amount, due before/after).
+    extensions: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # The sweep's work: the next reminder/miss/auto-listing to fire (NULL when nothing is left or paused).
+    next_alert_at: datetime | None = None
+    next_alert: str = Field(default="", max_length=80)
+
+
+class DeadlinePause(SQLModel, table=True):
+    """The pause ledger of a deadline: when its clock stopped and restarted, and by how much it moved."""
+
+    __tablename__ = "deadline_pauses"
+
+    id: int | None = Field(default=None, primary_key=True)
+    deadline_id: int = Field(foreign_key="deadlines.id", index=True)
+    paused_at: datetime
+    paused_by: str = Field(max_length=60)  # the event that paused it
+    resumed_at: datetime | None = None
+    resumed_by: str = Field(default="", max_length=60)
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+
+
+class FiredAlert(SQLModel, table=True):
+    """One alert that has fired (reminder, miss, auto-listing, supervision escalation): never twice."""
+
+    __tablename__ = "fired_alerts"
+    __table_args__ = (UniqueConstraint("subject", "subject_id", "key", name="uq_fired_alert"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(max_length=20)  # deadline | supervision
+    subject_id: int
+    key: str = Field(max_length=120)
+    case_id: int = Field(foreign_key="cases.id", index=True)
+    fired_at: datetime
+    event_seq: int  # the case audit event that records it
+
+
+class Supervision(SQLModel, table=True):
+    """Listed supervision (挂牌督办) of a case: level, due date, reporting interval, reports, result."""
+
+    __tablename__ = "supervisions"
+    __table_args__ = (
+        Index(
+            "ix_supervisions_open_check",
+            "next_check_at",
+            sqlite_where=text("state != 'delisted'"),
+            postgresql_where=text("state != 'delisted'"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="cases.id", index=True)
+    level: str = Field(max_length=10)  # county | city | province
+    state: str = Field(max_length=20)  # listed | progress_reported | delisted
+    reason: str
+    listed_by: str = Field(max_length=40)  # a supervisor's username, or "system" (auto-listing)
+    listing_agency: str = Field(foreign_key="agencies.code", max_length=40)
+    handling_agency: str = Field(foreign_key="agencies.code", max_length=40)
+    listed_at: datetime
+    due_at: datetime
+    report_every_days: int
+    next_report_due_at: datetime
+    last_report_at: datetime | None = None
+    reports: int = 0
+    escalations: int = 0
+    auto_rule: str = Field(default="", max_length=20)  # the clock rule whose miss listed it
+    next_check_at: datetime | None = None
+    delisted_at: datetime | None = None
+    delisted_by: str = Field(default="", max_length=40)
+    result: str = ""
 
 
 class Attachment(SQLModel, table=True):

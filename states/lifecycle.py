@@ -451,9 +451,23 @@ def state_label(state_id: str, lang: str = "zh") -> str:
     return en if lang == "en" else zh
 
 
+RECORD_EVENT_LABELS: dict[str, tuple[str, str]] = {
+    "open_case": ("登记线索", "Lead registered"),
+    "deadline_reminder": ("期限提醒", "Deadline reminder"),
+    "deadline_missed": ("期限届满未办结", "Deadline missed"),
+    "supervision_listed": ("挂牌督办", "Listed for supervision"),
+    "supervision_report": ("督办进展报告", "Supervision progress report"),
+    "supervision_escalated": ("督办升级", "Supervision escalated"),
+    "supervision_delisted": ("摘牌", "Delisted"),
+}
+"""Audit-log entries that are not chart events: intake, and facts recorded without moving the case."""
+
+RECORD_EVENTS: tuple[str, ...] = tuple(k for k in RECORD_EVENT_LABELS if k != "open_case")
+
+
 def event_label(event_id: str, lang: str = "zh") -> str:
-    """An event's label in Chinese (default) or English."""
-    zh, en = EVENT_LABELS.get(event_id, (event_id, event_id))
+    """An event's (or audit record's) label in Chinese (default) or English."""
+    zh, en = EVENT_LABELS.get(event_id) or RECORD_EVENT_LABELS.get(event_id) or (event_id, event_id)
     return en if lang == "en" else zh
 
 

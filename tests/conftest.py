@@ -149,8 +149,8 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
     "decide_penalty": {"fine_amount": "200000"},
     "extend_verification": {"approved_by": "sm_amr_supervisor", "reason": "案情复杂"},
     "extend_investigation": {"approved_by": "sm_amr_supervisor", "reason": "案情复杂"},
-    "extend_review": {"approved_by": "sm_procuratorate_handler", "reason": "重大复杂"},
-    "extend_trial": {"approved_by": "sm_court_handler", "reason": "重大复杂"},
+    "extend_review": {"approved_by": "sm_procuratorate_chief", "reason": "重大复杂"},
+    "extend_trial": {"approved_by": "sm_court_president", "reason": "重大复杂"},
 }
 
 

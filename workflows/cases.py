@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -33,10 +32,9 @@ from models.tables import (
     CaseNumberSequence,
     CaseParticipant,
     Deadline,
+    DeadlinePause,
     Officer,
-    OutboxMessage,
 )
-from notifications.render import render
 from states.calendar import SHANGHAI
 from states.clocks import OPEN_CASE, ClockAction, ClockRule, plan_clock_actions
 from states.errors import (
@@ -53,6 +51,7 @@ from states.lifecycle import (
     CLOSED,
     EVENT_IDS,
     HISTORY,
+    RECORD_EVENTS,
     CaseContext,
     CaseLifecycle,
     allowed_events_of,
@@ -64,7 +63,8 @@ from states.lifecycle import (
     phase_of,
     state_label,
 )
-from workflows.audit import GENESIS, chain_breaks, event_digest
+from workflows.audit import chain_breaks
+from workflows.clockwork import append_event, enqueue, local_iso, refresh_next_alert
 from workflows.uow import Deps, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,12 @@ class DeadlineView:
     provisional_reason: str
     extensions_used: int
     basis: str
+    unit: str = ""
+    limit: int = 0
+    responsible: str = ""
+    next_alert_at: str = ""
+    pauses: list[dict[str, str]] = field(default_factory=list)
+    extensions: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -156,11 +162,6 @@ class AuditReport:
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def local_iso(value: datetime | None) -> str:
-    """An aware time shown in Asia/Shanghai, to the minute."""
-    return value.astimezone(SHANGHAI).isoformat(timespec="minutes") if value else ""
 
 
 def _remaining(due_at: datetime, now: datetime) -> str:
@@ -428,8 +429,13 @@ def advance_case(
             payload = parse_event_data(event, data)
         except GuardFailed as err:
             raise err.bind(case_no=case_no, state=case.state, event=event) from None
+        # Only what happened to the case bounds a new event's time; the engine's own records (a reminder
+        # fired today) must not stop a handler from recording yesterday's decision.
         last_effective = uow.session.execute(
-            select(func.max(CaseEvent.effective_at)).where(CaseEvent.case_id == case.id)
+            select(func.max(CaseEvent.effective_at)).where(
+                CaseEvent.case_id == case.id,
+                CaseEvent.event.not_in(RECORD_EVENTS),  # type: ignore[attr-defined]
+            )
         ).scalar_one()
         effective = _check_effective(deps, effective_at, last_effective, f"case {case_no}")
         receivers = _resolve_receivers(uow, event, payload, sender_agency)
@@ -445,7 +451,19 @@ def advance_case(
         after, history_after = configuration_of(chart), history_of(chart)
 
         now = deps.now()
-        _apply_clocks(deps, uow, case, event, before, after, history_before, history_after, effective)
+        _apply_clocks(
+            deps,
+            uow,
+            case,
+            event,
+            before,
+            after,
+            history_before,
+            history_after,
+            effective,
+            payload=payload,
+            sender=sender_agency,
+        )
         for agency_code, role in receivers:
             _add_participant(uow, case, agency_code, role, event, effective)
         case.context = _updated_context(case.context, ctx, event, payload)
@@ -539,30 +557,19 @@ def _append_event(
     before: list[str],
     after: list[str],
 ) -> CaseEvent:
-    seq = case.version  # version n is reached by event #n: the chain and the version advance together
-    record = CaseEvent(
-        event_id=str(uuid.uuid4()),
-        case_id=case.id,
-        seq=seq,
-        event=event,
+    return append_event(
+        uow,
+        case,
+        event,
         actor=officer.username,
         actor_agency=officer.agency_code,
-        effective_at=effective,
-        recorded_at=recorded,
-        note=note or "",
+        effective=effective,
+        recorded=recorded,
+        note=note,
         payload=payload,
-        from_configuration=before,
-        to_configuration=after,
-        from_state=leaf_state(before) if before else "",
-        to_state=leaf_state(after),
-        version=case.version,
-        prev_hash=case.last_hash or GENESIS,
-        hash="",
+        before=before,
+        after=after,
     )
-    record.hash = event_digest(case.case_no, record)
-    case.last_hash = record.hash
-    uow.session.add(record)
-    return record
 
 
 # --- clocks ---------------------------------------------------------------------------------------
@@ -578,8 +585,15 @@ def _apply_clocks(
     history_before: dict[str, list[str]],
     history_after: dict[str, list[str]],
     at: datetime,
+    *,
+    payload: Mapping[str, Any] | None = None,
+    sender: Agency | None = None,
 ) -> None:
-    """Start, stop, pause, resume and extend the case's deadlines as the rules say for this transition."""
+    """Start, stop, pause, resume and extend the case's deadlines as the rules say for this transition.
+
+    Pauses are kept in a ledger (``deadline_pauses``); extensions in the deadline's own ledger with
+    their approver. Every deadline touched is pointed at its next reminder or miss for the sweep.
+    """
     open_rows = {
         row.rule: row
         for row in uow.session.execute(
@@ -600,19 +614,48 @@ def _apply_clocks(
         rule = deps.clock_rules[action.rule]
         row = open_rows.get(action.rule)
         if action.action in ("stop", "restart") and row is not None:
+            _close_pause(uow, row, at, event)
             _finish(row, at, "cancelled" if action.action == "restart" else None)
+            refresh_next_alert(deps, uow, row, after=at)
         if action.action in ("start", "restart"):
-            uow.session.add(_start(deps, case, rule, action, event, at))
+            new = _start(deps, case, rule, action, event, at)
+            uow.session.add(new)
+            if action.start_paused:
+                uow.session.flush()  # the ledger row needs the deadline's id
+                uow.session.add(DeadlinePause(deadline_id=new.id, paused_at=at, paused_by=event, due_before=new.due_at))
+            refresh_next_alert(deps, uow, new, after=at, fired=set())
         elif action.action == "pause" and row is not None:
             row.status, row.paused_at = "paused", at
+            uow.session.add(DeadlinePause(deadline_id=row.id, paused_at=at, paused_by=event, due_before=row.due_at))
+            refresh_next_alert(deps, uow, row, after=at)
         elif action.action == "resume" and row is not None and row.paused_at is not None:
             due = deps.calendar.shift_for_pause(
                 row.due_at, row.paused_at, at, rule.unit, roll_to_workday=rule.roll_to_workday
             )
             _set_due(row, due)
+            _close_pause(uow, row, at, event)
             row.status, row.paused_at = "running", None
+            refresh_next_alert(deps, uow, row, after=at)
         elif action.action == "extend" and row is not None:
-            _extend(deps, case, rule, row, action, event)
+            _extend(deps, uow, case, rule, row, action, event, at, payload or {}, sender)
+            refresh_next_alert(deps, uow, row, after=at)
+
+
+def _close_pause(uow: UnitOfWork, row: Deadline, at: datetime, event: str) -> None:
+    """Close the open ledger entry of a paused deadline (resumed, or ended while paused)."""
+    if row.status != "paused" and row.paused_at is None:
+        return
+    entry = (
+        uow.session.execute(
+            select(DeadlinePause)
+            .where(DeadlinePause.deadline_id == row.id, DeadlinePause.resumed_at.is_(None))  # type: ignore[union-attr]
+            .order_by(DeadlinePause.id.desc())  # type: ignore[union-attr]
+        )
+        .scalars()
+        .first()
+    )
+    if entry is not None:
+        entry.resumed_at, entry.resumed_by, entry.due_after = at, event, row.due_at
 
 
 def _start(deps: Deps, case: Case, rule: ClockRule, action: ClockAction, event: str, at: datetime) -> Deadline:
@@ -629,6 +672,8 @@ def _start(deps: Deps, case: Case, rule: ClockRule, action: ClockAction, event: 
         due_at=due.due_at,
         paused_at=at if action.start_paused else None,
         started_by=event,
+        responsible=rule.responsible,
+        extensions=[],
     )
     _set_due(row, due)
     return row
@@ -648,7 +693,18 @@ def _finish(row: Deadline, at: datetime, status: str | None) -> None:
     row.status, row.ended_at, row.paused_at = status, at, None
 
 
-def _extend(deps: Deps, case: Case, rule: ClockRule, row: Deadline, action: ClockAction, event: str) -> None:
+def _extend(
+    deps: Deps,
+    uow: UnitOfWork,
+    case: Case,
+    rule: ClockRule,
+    row: Deadline,
+    action: ClockAction,
+    event: str,
+    at: datetime,
+    payload: Mapping[str, Any],
+    sender: Agency | None,
+) -> None:
     ext = action.extension
     assert ext is not None
     if row.extensions_used >= ext.max_times:
@@ -657,9 +713,42 @@ def _extend(deps: Deps, case: Case, rule: ClockRule, row: Deadline, action: Cloc
             f"at most {ext.max_times} allowed",
             rule=rule.basis,
         ).bind(case_no=case.case_no, state=case.state, event=event)
+    approver_name = str(payload.get("approved_by", ""))
+    approver = uow.officer(approver_name)
+    approver_agency = uow.session.get(Agency, approver.agency_code)
+    may_approve = (
+        any(role in approver.roles for role in ext.approver_roles)
+        and approver_agency is not None
+        and sender is not None
+        and (
+            approver_agency.code == sender.code
+            or (approver_agency.kind == sender.kind and _covers(approver_agency, sender))
+        )
+    )
+    if not may_approve:
+        where = sender.code if sender else "the sending agency"
+        raise GuardFailed(
+            f"{approver_name} may not approve extending {rule.id} ({rule.label}): an approver must be "
+            f"{' or '.join(ext.approver_roles)} of {where} or of an agency of its kind above it",
+            rule=rule.basis,
+        ).bind(case_no=case.case_no, state=case.state, event=event)
+    due_before = row.due_at
     due = deps.calendar.add(row.due_at, ext.amount, ext.unit or rule.unit, roll_to_workday=rule.roll_to_workday)
     _set_due(row, due)
     row.extensions_used += 1
+    row.extensions = [
+        *row.extensions,
+        {
+            "event": event,
+            "approved_by": approver_name,
+            "reason": str(payload.get("reason", "")),
+            "amount": ext.amount,
+            "unit": ext.unit or rule.unit,
+            "at": at.isoformat(),
+            "due_before": due_before.isoformat(),
+            "due_after": row.due_at.isoformat(),
+        },
+    ]
 
 
 # --- outbox ---------------------------------------------------------------------------------------
@@ -679,45 +768,30 @@ def _enqueue_case_notices(deps: Deps, uow: UnitOfWork, case: Case, record: CaseE
         )
         .order_by(Officer.username)
     )
-    recipients = uow.session.execute(stmt).all()
+    recipients = [officer for officer, _agency in uow.session.execute(stmt).all()]
     if not recipients:
         return
     actor_agency = uow.session.get(Agency, actor.agency_code)
     phase = phase_of(case.configuration, case.history)
-    for officer, _agency_row in recipients:
-        rendered = render(
-            "case_event",
-            deps.lang,
-            recipient_name=officer.display_name,
-            actor_name=actor.display_name,
-            actor_agency_name=actor_agency.name if actor_agency else actor.agency_code,
-            effective_at=local_iso(record.effective_at),
-            case_no=case.case_no,
-            title=case.title,
-            event_label=event_label(record.event, deps.lang),
-            phase_label=state_label(phase, deps.lang),
-            state_label=state_label(case.state, deps.lang),
-            note=record.note,
-            data_items=sorted(record.payload.items()),
-        )
-        uow.session.add(
-            OutboxMessage(
-                dedupe_key=f"case_event:{record.event_id}:{officer.username}:email",
-                case_id=case.id,
-                kind="case_event",
-                channel="email",
-                recipient=officer.email,
-                recipient_user=officer.username,
-                subject=rendered.subject,
-                body=rendered.body,
-                template=rendered.template,
-                template_version=rendered.template_version,
-                lang=rendered.lang,
-                status="pending",
-                next_attempt_at=record.recorded_at,
-                created_at=record.recorded_at,
-            )
-        )
+    enqueue(
+        deps,
+        uow,
+        case,
+        recipients,
+        template="case_event",
+        dedupe_prefix=f"case_event:{record.event_id}",
+        at=record.recorded_at,
+        actor_name=actor.display_name,
+        actor_agency_name=actor_agency.name if actor_agency else actor.agency_code,
+        effective_at=local_iso(record.effective_at),
+        case_no=case.case_no,
+        title=case.title,
+        event_label=event_label(record.event, deps.lang),
+        phase_label=state_label(phase, deps.lang),
+        state_label=state_label(case.state, deps.lang),
+        note=record.note,
+        data_items=sorted(record.payload.items()),
+    )
 
 
 # --- reads ----------------------------------------------------------------------------------------
@@ -735,9 +809,29 @@ def _view(deps: Deps, uow: UnitOfWork, case: Case, chart: CaseLifecycle | None =
     )
     if chart is None:
         chart = new_chart(CaseContext(case_no=case.case_no), case.configuration, case.history)
-    rows = uow.session.execute(
-        select(Deadline).where(Deadline.case_id == case.id).order_by(Deadline.started_at, Deadline.id)
-    ).scalars()
+    rows = list(
+        uow.session.execute(
+            select(Deadline).where(Deadline.case_id == case.id).order_by(Deadline.started_at, Deadline.id)
+        ).scalars()
+    )
+    pauses: dict[int, list[dict[str, str]]] = {}
+    if rows:
+        ledger = uow.session.execute(
+            select(DeadlinePause)
+            .where(DeadlinePause.deadline_id.in_([r.id for r in rows]))  # type: ignore[attr-defined]
+            .order_by(DeadlinePause.id)
+        ).scalars()
+        for entry in ledger:
+            pauses.setdefault(entry.deadline_id, []).append(
+                {
+                    "paused_at": local_iso(entry.paused_at),
+                    "paused_by": entry.paused_by,
+                    "resumed_at": local_iso(entry.resumed_at),
+                    "resumed_by": entry.resumed_by,
+                    "due_before": local_iso(entry.due_before),
+                    "due_after": local_iso(entry.due_after),
+                }
+            )
     deadlines = []
     for row in rows:
         open_ = row.status in ("running", "paused")
@@ -755,6 +849,12 @@ def _view(deps: Deps, uow: UnitOfWork, case: Case, chart: CaseLifecycle | None =
                 provisional_reason=row.provisional_reason,
                 extensions_used=row.extensions_used,
                 basis=row.basis,
+                unit=row.unit,
+                limit=row.limit,
+                responsible=row.responsible,
+                next_alert_at=local_iso(row.next_alert_at),
+                pauses=pauses.get(row.id or 0, []),
+                extensions=list(row.extensions),
             )
         )
     phase = phase_of(case.configuration, case.history)
@@ -821,12 +921,11 @@ def case_history(deps: Deps, case_no: str, *, actor: str | None = None) -> list[
         rows = uow.session.execute(
             select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.seq)
         ).scalars()
-        open_label = "登记线索" if deps.lang == "zh" else "Lead registered"
         return [
             EventView(
                 seq=r.seq,
                 event=r.event,
-                label=event_label(r.event, deps.lang) if r.event != OPEN_CASE else open_label,
+                label=event_label(r.event, deps.lang),
                 actor=r.actor,
                 actor_agency=r.actor_agency,
                 effective_at=local_iso(r.effective_at),
@@ -966,7 +1065,7 @@ def replay_case(deps: Deps, case_no: str) -> ReplayResult:
         ctx = CaseContext(case_no=case_no, replaying=True)
         chart = new_chart(ctx)
         for record in events:
-            if record.event != OPEN_CASE:
+            if record.event != OPEN_CASE and record.event not in RECORD_EVENTS:
                 chart.send(record.event, data=record.payload)
         replayed = configuration_of(chart)
         return ReplayResult(

@@ -21,7 +21,7 @@ from sqlmodel import Session
 from models.db import SQLITE_BEGIN, is_sqlite, session_factory
 from models.tables import Case, Officer
 from states.calendar import WorkCalendar
-from states.clocks import ClockRule
+from states.clocks import ClockRule, SupervisionPolicy
 from states.errors import CaseNotFound, UnknownActor
 
 
@@ -46,6 +46,7 @@ class Deps:
     illegal_gain_threshold: int = 300_000
     attachments_dir: Path = Path("var/attachments")
     lang: str = "zh"
+    supervision: SupervisionPolicy = field(default_factory=SupervisionPolicy)
     sessions: sessionmaker[Session] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -15,6 +15,8 @@ from app.bootstrap import init_database
 from app.settings import load_settings
 from models.db import make_engine, upgrade_database
 
+HEAD = "0003"  # the newest migration
+
 
 def _drift(url: str) -> list[object]:
     engine = make_engine(url)
@@ -28,8 +30,8 @@ def _drift(url: str) -> list[object]:
 def test_sqlite_schema_matches_models_and_upgrade_is_idempotent(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
     engine = make_engine(url)
-    assert upgrade_database(engine) == "0002"
-    assert upgrade_database(engine) == "0002"
+    assert upgrade_database(engine) == HEAD
+    assert upgrade_database(engine) == HEAD
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -40,7 +42,7 @@ def test_sqlite_schema_matches_models_and_upgrade_is_idempotent(tmp_path: Path) 
 @pytest.mark.postgres
 def test_postgres_schema_matches_models(pg_url: str) -> None:
     engine = make_engine(pg_url)
-    assert upgrade_database(engine) == "0002"
+    assert upgrade_database(engine) == HEAD
     with engine.connect() as conn:
         indexes = {r[0] for r in conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename='deadlines'"))}
     engine.dispose()

@@ -333,7 +333,7 @@ def test_all_problems_reported_together_with_the_real_file_name(tmp_path: Path) 
     assert "prod.toml: clocks.A1.limit: Input should be greater than 0" in problems
     assert "prod.toml: scheduler.mode: Input should be 'embedded', 'prefect' or 'off'" in problems
     assert "prod.toml: databse: Extra inputs are not permitted" in problems
-    assert any(p.startswith("prod.toml: officers[30].agency: unknown agency 'mx-courts'") for p in problems)
+    assert any(p.startswith("prod.toml: officers[32].agency: unknown agency 'mx-courts'") for p in problems)
     assert len(problems) == 4
 
 

@@ -1,0 +1,52 @@
+"""Listed supervision (挂牌督办): a supervisor lists a case, the handling agency reports progress, and the
+listing ends with delisting (摘牌). Escalations for a missed report or due date are recorded facts, not
+states: they never change what may happen next."""
+
+from __future__ import annotations
+
+from statemachine import State
+
+from states.clocks import LEVELS, AutoListPolicy, SupervisionPolicy, level_rank, whole_days
+from states.lifecycle import StrictChart
+
+__all__ = [
+    "LEVELS",
+    "LEVEL_LABELS",
+    "AutoListPolicy",
+    "SupervisionChart",
+    "SupervisionPolicy",
+    "level_rank",
+    "supervision_chart",
+    "whole_days",
+]
+
+LEVEL_LABELS: dict[str, tuple[str, str]] = {
+    "county": ("县级", "county"),
+    "city": ("市级", "city"),
+    "province": ("省级", "province"),
+}
+
+
+class SupervisionChart(StrictChart):
+    """挂牌督办: listed → progress_reported* → delisted."""
+
+    listed = State("已挂牌", initial=True)
+    progress_reported = State("已报告进展")
+    delisted = State("已摘牌", final=True)
+
+    report_progress = listed.to(progress_reported) | progress_reported.to.itself(internal=True)
+    delist = listed.to(delisted) | progress_reported.to(delisted)
+
+
+SUPERVISION_STATES: tuple[str, ...] = ("listed", "progress_reported", "delisted")
+
+
+def supervision_chart(state: str = "listed") -> SupervisionChart:
+    """A chart standing in ``state`` (checked against the chart's states: a bad stored value fails here)."""
+    if state not in SUPERVISION_STATES:
+        raise ValueError(f"unknown supervision state {state!r}")
+    chart = SupervisionChart()
+    if state != "listed":
+        chart.current_state_value = state
+    return chart
+

@@ -1,0 +1,223 @@
+"""Shared mechanics of deadlines and case audit records, used by the transition, the sweep and supervision.
+
+Kept apart from ``workflows.cases`` so the sweep and supervision can record on a case's audit log and
+reschedule a deadline's alerts without importing the transition (and without import cycles).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from models.tables import Agency, Case, CaseEvent, CaseParticipant, Deadline, FiredAlert, Officer, OutboxMessage
+from notifications.render import render
+from states.calendar import SHANGHAI
+from states.clocks import alert_schedule, next_alert, parse_duration
+from workflows.audit import GENESIS, event_digest
+from workflows.uow import Deps, UnitOfWork
+
+SYSTEM_ACTOR = "system"  # the actor of audit records the engine writes by itself (reminders, misses)
+
+
+def local_iso(value: datetime | None) -> str:
+    """An aware time shown in Asia/Shanghai, to the minute."""
+    return value.astimezone(SHANGHAI).isoformat(timespec="minutes") if value else ""
+
+
+def fired_keys(uow: UnitOfWork, subject: str, subject_id: int | None) -> set[str]:
+    """The alert keys already fired for one deadline or supervision."""
+    if subject_id is None:
+        return set()
+    return set(
+        uow.session.execute(
+            select(FiredAlert.key).where(FiredAlert.subject == subject, FiredAlert.subject_id == subject_id)
+        ).scalars()
+    )
+
+
+def refresh_next_alert(
+    deps: Deps, uow: UnitOfWork, row: Deadline, *, after: datetime, fired: set[str] | None = None
+) -> None:
+    """Point the deadline at its next reminder, miss or auto-listing (nothing while paused or ended)."""
+    if row.status != "running":
+        row.next_alert_at, row.next_alert = None, ""
+        return
+    rule = deps.clock_rules.get(row.rule)
+    leads = rule.reminder_leads() if rule else []
+    policy = deps.supervision.auto_list_for(row.rule)
+    grace = parse_duration(policy.missed_by) if policy else None
+    schedule = alert_schedule(row.due_at, leads, grace)
+    done = fired if fired is not None else fired_keys(uow, "deadline", row.id)
+    alert = next_alert(schedule, row.due_at, after=after, fired=done)
+    row.next_alert_at = alert.at if alert else None
+    row.next_alert = alert.key(row.due_at) if alert else ""
+
+
+def append_event(
+    uow: UnitOfWork,
+    case: Case,
+    event: str,
+    *,
+    actor: str,
+    actor_agency: str,
+    effective: datetime,
+    recorded: datetime,
+    note: str,
+    payload: dict[str, Any],
+    before: list[str],
+    after: list[str],
+) -> CaseEvent:
+    """Append one hash-chained row to the case's audit log; ``case.version`` must already be the new one."""
+    record = CaseEvent(
+        event_id=str(uuid.uuid4()),
+        case_id=case.id,
+        seq=case.version,  # version n is reached by event #n: the chain and the version advance together
+        event=event,
+        actor=actor,
+        actor_agency=actor_agency,
+        effective_at=effective,
+        recorded_at=recorded,
+        note=note or "",
+        payload=payload,
+        from_configuration=before,
+        to_configuration=after,
+        from_state=_leaf(before),
+        to_state=_leaf(after),
+        version=case.version,
+        prev_hash=case.last_hash or GENESIS,
+        hash="",
+    )
+    record.hash = event_digest(case.case_no, record)
+    case.last_hash = record.hash
+    uow.session.add(record)
+    return record
+
+
+def _leaf(configuration: list[str]) -> str:
+    from states.lifecycle import leaf_state  # the chart is built on first use, not at import
+
+    return leaf_state(configuration) if configuration else ""
+
+
+def record_fact(
+    uow: UnitOfWork,
+    case: Case,
+    event: str,
+    *,
+    actor: str,
+    actor_agency: str,
+    effective: datetime,
+    recorded: datetime,
+    payload: dict[str, Any],
+    note: str = "",
+) -> CaseEvent:
+    """Record a fact that does not move the case (a reminder, a miss, a supervision step) on its log.
+
+    It still takes the next version: the case's record changed, and the chain stays one sequence.
+    """
+    case.version += 1
+    case.updated_at = recorded
+    conf = list(case.configuration)
+    return append_event(
+        uow,
+        case,
+        event,
+        actor=actor,
+        actor_agency=actor_agency,
+        effective=effective,
+        recorded=recorded,
+        note=note,
+        payload=payload,
+        before=conf,
+        after=conf,
+    )
+
+
+# --- who is told ------------------------------------------------------------------------------------
+
+
+class Directory:
+    """Agencies and officers, read once per transaction (small tables) to resolve recipients."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.agencies: dict[str, Agency] = {a.code: a for a in uow.session.execute(select(Agency)).scalars()}
+        self.officers: list[Officer] = list(
+            uow.session.execute(
+                select(Officer).where(Officer.active.is_(True)).order_by(Officer.username)  # type: ignore[attr-defined]
+            ).scalars()
+        )
+
+    def with_role(self, agency_code: str, role: str) -> list[Officer]:
+        """Active officers of one agency holding ``role``."""
+        return [o for o in self.officers if o.agency_code == agency_code and role in o.roles]
+
+    def supervisors_of_region(self, region: str | None) -> list[Officer]:
+        """Active supervisors of any agency in ``region``."""
+        if not region:
+            return []
+        return [
+            o
+            for o in self.officers
+            if "supervisor" in o.roles and (a := self.agencies.get(o.agency_code)) is not None and a.region == region
+        ]
+
+    def officer(self, username: str) -> Officer | None:
+        """An active officer by username."""
+        return next((o for o in self.officers if o.username == username), None)
+
+
+def responsible_agency(uow: UnitOfWork, directory: Directory, case: Case, kind: str) -> Agency:
+    """The participating agency of ``kind`` that holds the case (the latest to join); else the owner."""
+    if kind:
+        codes = uow.session.execute(
+            select(CaseParticipant.agency_code)
+            .where(CaseParticipant.case_id == case.id)
+            .order_by(CaseParticipant.id.desc())  # type: ignore[union-attr]
+        ).scalars()
+        for code in codes:
+            agency = directory.agencies.get(code)
+            if agency is not None and agency.kind == kind:
+                return agency
+    return directory.agencies[case.owner_agency]
+
+
+def enqueue(
+    deps: Deps,
+    uow: UnitOfWork,
+    case: Case,
+    recipients: list[Officer],
+    *,
+    template: str,
+    dedupe_prefix: str,
+    at: datetime,
+    **variables: Any,
+) -> int:
+    """Render ``template`` for each recipient (once per officer) and queue it in the outbox."""
+    seen: set[str] = set()
+    for officer in recipients:
+        if officer.username in seen or not officer.email:
+            continue
+        seen.add(officer.username)
+        rendered = render(template, deps.lang, recipient_name=officer.display_name, **variables)
+        uow.session.add(
+            OutboxMessage(
+                dedupe_key=f"{dedupe_prefix}:{officer.username}:email",
+                case_id=case.id,
+                kind=template,
+                channel="email",
+                recipient=officer.email,
+                recipient_user=officer.username,
+                subject=rendered.subject,
+                body=rendered.body,
+                template=rendered.template,
+                template_version=rendered.template_version,
+                lang=rendered.lang,
+                status="pending",
+                next_attempt_at=at,
+                created_at=at,
+            )
+        )
+    return len(seen)

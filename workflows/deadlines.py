@@ -1,0 +1,347 @@
+"""The deadline sweep and deadline lists.
+
+``fire_due_deadlines(deps, now)`` fires what is due: reminders before a deadline, the miss when it
+passes (to the responsible handlers and the supervisors of their region), auto-listing for supervision
+when a policy says so, and the escalations of listed supervision. Work is claimed a batch of cases at a
+time: on PostgreSQL with ``SELECT ... FOR UPDATE SKIP LOCKED`` on the case rows, so two sweepers take
+disjoint cases and never wait on each other; on SQLite the batch's ``BEGIN IMMEDIATE`` serialises them.
+Each batch commits on its own: a sweeper killed mid-way loses only its open batch, which the next run
+fires. Every firing is recorded on the case's audit log and in ``fired_alerts`` (unique per deadline
+and alert), so nothing fires twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, select, text, union
+
+from models.db import is_sqlite
+from models.tables import Agency, Case, Deadline, FiredAlert, Officer, Supervision
+from states.clocks import AUTO_LIST, MISSED, alert_schedule, alerts_to_fire, parse_duration
+from states.errors import InvalidInput
+from states.lifecycle import state_label
+from workflows.cases import _remaining, _visible
+from workflows.clockwork import (
+    SYSTEM_ACTOR,
+    Directory,
+    enqueue,
+    fired_keys,
+    local_iso,
+    record_fact,
+    refresh_next_alert,
+    responsible_agency,
+)
+from workflows.supervision import auto_list, check_supervision
+from workflows.uow import Deps, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+# Literal SQL for the status tests: a bound parameter would stop SQLite from using the partial indexes.
+_RUNNING_WITH_ALERT = text("deadlines.status = 'running' AND deadlines.next_alert_at IS NOT NULL")
+_OPEN_LISTING = text("supervisions.state != 'delisted' AND supervisions.next_check_at IS NOT NULL")
+
+
+@dataclass
+class SweepResult:
+    """What one sweep fired."""
+
+    reminders: int = 0
+    missed: int = 0
+    auto_listed: int = 0
+    escalations: int = 0
+    notifications: int = 0
+    cases: int = 0
+    batches: int = 0
+
+    @property
+    def fired(self) -> int:
+        """Every alert fired."""
+        return self.reminders + self.missed + self.auto_listed + self.escalations
+
+    def to_dict(self) -> dict[str, int]:
+        """A JSON-ready dict."""
+        return {**asdict(self), "fired": self.fired}
+
+
+def _claim(uow: UnitOfWork, now: datetime, batch_size: int) -> list[Case]:
+    due_deadlines = select(Deadline.case_id).where(_RUNNING_WITH_ALERT, Deadline.next_alert_at <= now)  # type: ignore[operator]
+    due_listings = select(Supervision.case_id).where(_OPEN_LISTING, Supervision.next_check_at <= now)  # type: ignore[operator]
+    stmt: Select[Any] = (
+        select(Case)
+        .where(Case.id.in_(union(due_deadlines, due_listings)))  # type: ignore[union-attr]
+        .order_by(Case.id)
+        .limit(batch_size)
+    )
+    if not is_sqlite(uow.session.get_bind()):
+        # Lock the cases we take; skip those another sweeper (or a handler's transition) holds.
+        stmt = stmt.with_for_update(skip_locked=True, of=Case)
+    return list(uow.session.execute(stmt).scalars())
+
+
+def fire_due_deadlines(
+    deps: Deps, now: datetime | None = None, *, batch_size: int = 200, max_batches: int | None = None
+) -> SweepResult:
+    """Fire every reminder, miss, auto-listing and supervision escalation due at ``now`` (default: the clock).
+
+    The one sweep behind the embedded scheduler job, the Prefect flow and ``jointcase sweep``.
+    """
+    now = now or deps.now()
+    result = SweepResult()
+    while max_batches is None or result.batches < max_batches:
+        with UnitOfWork(deps) as uow:
+            cases = _claim(uow, now, batch_size)
+            if not cases:
+                break
+            directory = Directory(uow)
+            for case in cases:
+                _fire_case(deps, uow, directory, case, now, result)
+            uow.commit()
+        result.batches += 1
+        result.cases += len(cases)
+    if result.fired:
+        log.info(
+            "sweep: %s reminder(s), %s miss(es), %s auto-listing(s), %s escalation(s) on %s case(s)",
+            result.reminders,
+            result.missed,
+            result.auto_listed,
+            result.escalations,
+            result.cases,
+        )
+    return result
+
+
+def _fire_case(
+    deps: Deps, uow: UnitOfWork, directory: Directory, case: Case, now: datetime, result: SweepResult
+) -> None:
+    rows = uow.session.execute(
+        select(Deadline)
+        .where(Deadline.case_id == case.id, _RUNNING_WITH_ALERT, Deadline.next_alert_at <= now)  # type: ignore[operator]
+        .order_by(Deadline.due_at, Deadline.id)
+    ).scalars()
+    for row in rows:
+        rule = deps.clock_rules.get(row.rule)
+        policy = deps.supervision.auto_list_for(row.rule)
+        schedule = alert_schedule(
+            row.due_at,
+            rule.reminder_leads() if rule else [],
+            parse_duration(policy.missed_by) if policy else None,
+        )
+        fired = fired_keys(uow, "deadline", row.id)
+        agency = responsible_agency(uow, directory, case, row.responsible)
+        for alert in alerts_to_fire(schedule, row.due_at, now=now, fired=fired):
+            key = alert.key(row.due_at)
+            seq = case.version
+            if alert.kind == AUTO_LIST:
+                assert policy is not None
+                if auto_list(deps, uow, directory, case, row, policy, agency, now) is not None:
+                    result.auto_listed += 1
+                    seq = case.version
+            else:
+                seq = _record_alert(
+                    deps, uow, directory, case, row, agency, alert.kind, alert.lead, alert.at, now, result
+                )
+            uow.session.add(
+                FiredAlert(
+                    subject="deadline",
+                    subject_id=row.id or 0,
+                    key=key,
+                    case_id=case.id or 0,
+                    fired_at=now,
+                    event_seq=seq,
+                )
+            )
+            fired.add(key)
+        refresh_next_alert(deps, uow, row, after=now, fired=fired)
+        if row.next_alert_at is not None and row.next_alert_at <= now:
+            # Cannot happen by construction (fired keys are excluded); never let a sweep spin on a row.
+            log.error("deadline %s of %s would fire again at once; parked", row.id, case.case_no)
+            row.next_alert_at, row.next_alert = None, ""
+    listings = uow.session.execute(
+        select(Supervision).where(Supervision.case_id == case.id, _OPEN_LISTING, Supervision.next_check_at <= now)  # type: ignore[operator]
+    ).scalars()
+    for sup in listings:
+        result.escalations += check_supervision(deps, uow, directory, case, sup, now)
+
+
+def _record_alert(
+    deps: Deps,
+    uow: UnitOfWork,
+    directory: Directory,
+    case: Case,
+    row: Deadline,
+    agency: Agency,
+    kind: str,
+    lead: str,
+    at: datetime,
+    now: datetime,
+    result: SweepResult,
+) -> int:
+    missed = kind == MISSED
+    event = "deadline_missed" if missed else "deadline_reminder"
+    payload: dict[str, Any] = {
+        "deadline_id": row.id,
+        "rule": row.rule,
+        "label": row.label,
+        "due_at": row.due_at.isoformat(),
+        "responsible_agency": agency.code,
+    }
+    if lead:
+        payload["lead"] = lead
+    record = record_fact(
+        uow, case, event, actor=SYSTEM_ACTOR, actor_agency=agency.code, effective=at, recorded=now, payload=payload
+    )
+    handlers = directory.with_role(agency.code, "handler")
+    common: dict[str, Any] = {
+        "case_no": case.case_no,
+        "title": case.title,
+        "rule": row.rule,
+        "label": row.label,
+        "due_at": local_iso(row.due_at),
+        "basis": row.basis,
+        "agency_name": agency.name,
+        "state_label": state_label(case.state, deps.lang),
+    }
+    prefix = f"deadline:{row.id}:{record.seq}"
+    if missed:
+        result.missed += 1
+        result.notifications += enqueue(
+            deps,
+            uow,
+            case,
+            handlers,
+            template="deadline_missed",
+            dedupe_prefix=prefix,
+            at=now,
+            supervisor=False,
+            **common,
+        )
+        supervisors = directory.supervisors_of_region(agency.region) or directory.supervisors_of_region(
+            agency.parent_region
+        )
+        result.notifications += enqueue(
+            deps,
+            uow,
+            case,
+            [s for s in supervisors if s not in handlers],
+            template="deadline_missed",
+            dedupe_prefix=prefix,
+            at=now,
+            supervisor=True,
+            **common,
+        )
+    else:
+        result.reminders += 1
+        result.notifications += enqueue(
+            deps,
+            uow,
+            case,
+            handlers,
+            template="deadline_reminder",
+            dedupe_prefix=prefix,
+            at=now,
+            remaining=_remaining(row.due_at, now),
+            provisional=row.provisional,
+            provisional_reason=row.provisional_reason,
+            **common,
+        )
+    return record.seq
+
+
+# --- lists ----------------------------------------------------------------------------------------------
+
+_WITHIN = re.compile(r"^\s*(\d+)\s*([dhw])\s*$")
+
+
+def parse_within(value: str) -> timedelta:
+    """``3d``, ``12h`` or ``2w`` as a time span (for ``deadlines --due-within``)."""
+    match = _WITHIN.match(value or "")
+    if not match:
+        raise InvalidInput(f"--due-within {value!r}: write a span such as 3d, 12h or 2w")
+    amount, unit = int(match.group(1)), match.group(2)
+    return {"d": timedelta(days=amount), "h": timedelta(hours=amount), "w": timedelta(weeks=amount)}[unit]
+
+
+@dataclass
+class DeadlineRow:
+    """One open deadline in a list, with its case."""
+
+    case_no: str
+    title: str
+    agency: str
+    state: str
+    rule: str
+    label: str
+    status: str
+    due_at: str
+    remaining: str
+    overdue: bool
+    provisional: bool
+    responsible: str
+    basis: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def list_deadlines(
+    deps: Deps,
+    *,
+    actor: str | None = None,
+    overdue: bool = False,
+    due_within: timedelta | None = None,
+    limit: int = 500,
+) -> list[DeadlineRow]:
+    """Open deadlines (running or paused), nearest first; ``overdue``: only running ones past due;
+    ``due_within``: only those due before now + span. ``actor``: only cases that officer may see."""
+    now = deps.now()
+    with UnitOfWork(deps, read_only=True) as uow:
+        stmt: Select[Any] = (
+            select(Deadline, Case)
+            .join(Case, Case.id == Deadline.case_id)
+            .where(text("deadlines.status IN ('running', 'paused')"))
+            .order_by(Deadline.due_at, Deadline.id)
+        )
+        if overdue:
+            stmt = stmt.where(Deadline.status == "running", Deadline.due_at < now)  # type: ignore[arg-type]
+        if due_within is not None:
+            stmt = stmt.where(Deadline.due_at <= now + due_within)  # type: ignore[arg-type]
+        officer: Officer | None = uow.officer(actor) if actor else None
+        visible: dict[int, bool] = {}
+        rows: list[DeadlineRow] = []
+        for deadline, case in uow.session.execute(stmt):
+            if officer is not None:
+                if case.id not in visible:
+                    visible[case.id] = _visible(uow, case, officer)
+                if not visible[case.id]:
+                    continue
+            late = deadline.status == "running" and now > deadline.due_at
+            rows.append(
+                DeadlineRow(
+                    case_no=case.case_no,
+                    title=case.title,
+                    agency=case.owner_agency,
+                    state=case.state,
+                    rule=deadline.rule,
+                    label=deadline.label,
+                    status="missed" if late else deadline.status,
+                    due_at=local_iso(deadline.due_at),
+                    remaining=_remaining(deadline.due_at, now),
+                    overdue=late,
+                    provisional=deadline.provisional,
+                    responsible=deadline.responsible,
+                    basis=deadline.basis,
+                )
+            )
+            if len(rows) >= limit:
+                break
+        return rows
+
+
+__all__ = ["DeadlineRow", "SweepResult", "fire_due_deadlines", "list_deadlines", "parse_within"]
