@@ -14,6 +14,7 @@ __all__ = [
     "LEVEL_LABELS",
     "AutoListPolicy",
     "SupervisionChart",
+    "SUPERVISION_STATE_LABELS",
     "SupervisionPolicy",
     "level_rank",
     "supervision_chart",
@@ -38,7 +39,8 @@ class SupervisionChart(StrictChart):
     delist = listed.to(delisted) | progress_reported.to(delisted)
 
 
-SUPERVISION_STATES: tuple[str, ...] = ("listed", "progress_reported", "delisted")
+SUPERVISION_STATES: tuple[str, ...] = tuple(state.id for state in SupervisionChart.states)
+SUPERVISION_STATE_LABELS: dict[str, str] = {state.id: state.name for state in SupervisionChart.states}
 
 
 def supervision_chart(state: str = "listed") -> SupervisionChart:

@@ -20,7 +20,7 @@ from models.tables import Agency, Case, CaseParticipant, Deadline, FiredAlert, O
 from states.clocks import LEVELS, AutoListPolicy, level_rank, whole_days
 from states.errors import InvalidInput, PermissionDenied, TransitionRefused
 from states.lifecycle import CLOSED
-from states.supervision import LEVEL_LABELS, supervision_chart
+from states.supervision import LEVEL_LABELS, SUPERVISION_STATE_LABELS, supervision_chart
 from workflows.cases import _covers, _readable_case, _visible_case
 from workflows.clockwork import SYSTEM_ACTOR, Directory, enqueue, local_iso, record_fact
 from workflows.uow import Deps, UnitOfWork
@@ -76,7 +76,7 @@ def _view(deps: Deps, case: Case, sup: Supervision) -> SupervisionView:
         case_no=case.case_no,
         level=sup.level,
         state=sup.state,
-        state_label=supervision_chart(sup.state).current_state.name,
+        state_label=SUPERVISION_STATE_LABELS[sup.state],
         reason=sup.reason,
         listed_by=sup.listed_by,
         listing_agency=sup.listing_agency,

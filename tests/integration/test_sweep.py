@@ -131,9 +131,12 @@ def test_firing_counts_are_exact_in_the_database(deps: Deps, clock: FakeClock) -
             select(func.count()).select_from(Deadline).where(Deadline.next_alert_at.is_not(None))  # type: ignore[union-attr]
         ).scalar_one()
         assert open_alerts == 0
-        assert uow.session.execute(
-            select(func.count()).select_from(CaseEvent).where(CaseEvent.event == "deadline_missed")
-        ).scalar_one() == 5
+        assert (
+            uow.session.execute(
+                select(func.count()).select_from(CaseEvent).where(CaseEvent.event == "deadline_missed")
+            ).scalar_one()
+            == 5
+        )
 
 
 @pytest.mark.parametrize("text", ["3x", "", "d"])
