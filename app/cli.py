@@ -179,12 +179,20 @@ def _print_case(view: cases.CaseView) -> None:
     out.print(f"可办理事项 allowed events: {', '.join(view.allowed_events) or '—'}", highlight=False)
     if view.deadlines:
         table = Table(title="期限 deadlines", show_lines=False)
-        for col in ("rule", "label", "status", "due_at", "remaining", "basis"):
+        for col in ("rule", "label", "status", "due_at", "remaining", "ledger", "basis"):
             table.add_column(col)
         for d in view.deadlines:
             status = d.status + (" (provisional)" if d.provisional else "")
             style = "red" if d.overdue else None
-            table.add_row(d.rule, d.label, status, d.due_at, d.remaining, d.basis, style=style)
+            ledger = ", ".join(
+                part
+                for part in (
+                    f"延长 extended ×{d.extensions_used}" if d.extensions_used else "",
+                    f"暂停 paused ×{len(d.pauses)}" if d.pauses else "",
+                )
+                if part
+            )
+            table.add_row(d.rule, d.label, status, d.due_at, d.remaining, ledger, d.basis, style=style)
         out.print(table)
 
 

@@ -12,9 +12,9 @@ from states.lifecycle import StrictChart
 __all__ = [
     "LEVELS",
     "LEVEL_LABELS",
+    "SUPERVISION_STATE_LABELS",
     "AutoListPolicy",
     "SupervisionChart",
-    "SUPERVISION_STATE_LABELS",
     "SupervisionPolicy",
     "level_rank",
     "supervision_chart",

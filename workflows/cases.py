@@ -164,6 +164,11 @@ class AuditReport:
 # --- helpers --------------------------------------------------------------------------------------
 
 
+def clock_left(row: Deadline, now: datetime) -> str:
+    """Time left on a deadline's clock: frozen at the pause for a paused one (its due time moves on resume)."""
+    return _remaining(row.due_at, row.paused_at if row.status == "paused" and row.paused_at else now)
+
+
 def _remaining(due_at: datetime, now: datetime) -> str:
     delta = due_at - now
     sign = "-" if delta.total_seconds() < 0 else ""
@@ -843,7 +848,7 @@ def _view(deps: Deps, uow: UnitOfWork, case: Case, chart: CaseLifecycle | None =
                 status="missed" if overdue else row.status,
                 started_at=local_iso(row.started_at),
                 due_at=local_iso(row.due_at),
-                remaining=_remaining(row.due_at, now) if open_ else "",
+                remaining=clock_left(row, now) if open_ else "",
                 overdue=overdue,
                 provisional=row.provisional,
                 provisional_reason=row.provisional_reason,

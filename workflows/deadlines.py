@@ -25,7 +25,7 @@ from models.tables import Agency, Case, Deadline, FiredAlert, Officer, Supervisi
 from states.clocks import AUTO_LIST, MISSED, alert_schedule, alerts_to_fire, parse_duration
 from states.errors import InvalidInput
 from states.lifecycle import state_label
-from workflows.cases import _remaining, _visible
+from workflows.cases import _remaining, _visible, clock_left
 from workflows.clockwork import (
     SYSTEM_ACTOR,
     Directory,
@@ -332,7 +332,7 @@ def list_deadlines(
                     label=deadline.label,
                     status="missed" if late else deadline.status,
                     due_at=local_iso(deadline.due_at),
-                    remaining=_remaining(deadline.due_at, now),
+                    remaining=clock_left(deadline, now),
                     overdue=late,
                     provisional=deadline.provisional,
                     responsible=deadline.responsible,
