@@ -16,10 +16,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: the embedded default — SQLite under var/, the Sanming agencies and a dozen demo cases.
+## run: the embedded default — SQLite under var/, the Sanming agencies and a dozen demo cases;
+## the deadline sweep fires what is due (reminders, misses, auto-listing) and the overdue list is shown.
 run: $(STAMP)
 	$(BIN)/jointcase init --demo
 	$(BIN)/jointcase case list
+	$(BIN)/jointcase sweep
+	$(BIN)/jointcase deadlines --overdue
 	$(BIN)/jointcase audit verify
 
 ## test: lint, then every test (PostgreSQL tests run when JOINTCASE_TEST_DATABASE_URL is set).

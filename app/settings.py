@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from states.clocks import ClockRule, SupervisionPolicy, validate_rules
+from states.clocks import ClockRule, Extension, SupervisionPolicy, validate_rules
 
 logger = logging.getLogger(__name__)
 
@@ -500,7 +500,20 @@ def _cross_check(data: Mapping[str, Any], sources: _Sources) -> list[str]:
         try:
             rules[rule_id] = ClockRule.model_validate(raw)
         except ValidationError:
-            continue  # already reported
+            # Already reported; still name the states and events it gets wrong, so that every problem of
+            # the table shows in one go (a rule with a bad unit can also have an unknown state).
+            rules[rule_id] = ClockRule.model_construct(
+                label="",
+                basis="",
+                unit="days",
+                limit=1,
+                **{key: _names(raw.get(key)) for key in ("start_on", "stop_on", "active_in", "pause_in")},
+                extensions=[
+                    Extension.model_construct(event=ext["event"])
+                    for ext in raw.get("extensions") or []
+                    if isinstance(ext, dict) and isinstance(ext.get("event"), str)
+                ],
+            )
     supervision = data.get("supervision")
     policies = supervision.get("auto_list") if isinstance(supervision, dict) else None
     for i, policy in enumerate(policies if isinstance(policies, list) else []):
@@ -513,6 +526,11 @@ def _cross_check(data: Mapping[str, Any], sources: _Sources) -> list[str]:
             field = head.removeprefix(f"clocks.{rule_id}.")
             problems.append(f"{sources.label(('clocks', rule_id, field))}: {head}: {problem}")
     return problems
+
+
+def _names(value: Any) -> list[str]:
+    """The strings of a raw list from the file (anything else was reported by pydantic)."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _check_rule_against_chart(rule_id: str, rule: ClockRule) -> list[str]:

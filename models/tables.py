@@ -147,6 +147,9 @@ class Deadline(SQLModel, table=True):
     provisional_reason: str = ""
     started_by: str = Field(max_length=60)  # the event that started it
     responsible: str = Field(default="", max_length=20)  # agency kind that must act
+    # The period's end before a rest-day last day is rolled forward: pauses and extensions count from it
+    # (CPL art. 208 "at the latest three months" is 3 months from acceptance, not from a rolled end).
+    nominal_due_at: datetime | None = None
     # Extension ledger: one entry per granted extension (event, approver, reason, amount, due before/after).
     extensions: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     # The sweep's work: the next reminder/miss/auto-listing to fire (NULL when nothing is left or paused).

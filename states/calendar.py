@@ -270,6 +270,12 @@ class WorkCalendar:
         last = _add_months(start_day, amount)
         return examined.due(self._finish_last_day(last, amount, roll_to_workday, examined))
 
+    def roll(self, due_at: datetime) -> Due:
+        """A day-based end moved to the end of the next working day when its day is a rest day."""
+        examined = _Examined()
+        last = self._roll(_require_aware(due_at, "due_at").date(), examined)
+        return examined.due(_end_of_day(last))
+
     def shift_for_pause(
         self,
         due_at: datetime,

@@ -308,6 +308,14 @@ class SupervisionPolicy(BaseModel):
     escalate_to_level_above: bool = True
     auto_list: list[AutoListPolicy] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _one_policy_per_rule(self) -> SupervisionPolicy:
+        rules = [p.rule for p in self.auto_list]
+        twice = sorted({r for r in rules if rules.count(r) > 1})
+        if twice:
+            raise ValueError(f"auto_list names rule(s) {', '.join(twice)} more than once")
+        return self
+
     def auto_list_for(self, rule: str) -> AutoListPolicy | None:
         """The auto-listing policy of a clock rule, if any."""
         for policy in self.auto_list:

@@ -35,7 +35,7 @@ from models.tables import (
     DeadlinePause,
     Officer,
 )
-from states.calendar import SHANGHAI
+from states.calendar import SHANGHAI, Due
 from states.clocks import OPEN_CASE, ClockAction, ClockRule, plan_clock_actions
 from states.errors import (
     CaseNotFound,
@@ -634,10 +634,8 @@ def _apply_clocks(
             uow.session.add(DeadlinePause(deadline_id=row.id, paused_at=at, paused_by=event, due_before=row.due_at))
             refresh_next_alert(deps, uow, row, after=at)
         elif action.action == "resume" and row is not None and row.paused_at is not None:
-            due = deps.calendar.shift_for_pause(
-                row.due_at, row.paused_at, at, rule.unit, roll_to_workday=rule.roll_to_workday
-            )
-            _set_due(row, due)
+            nominal = deps.calendar.shift_for_pause(_nominal(row), row.paused_at, at, rule.unit, roll_to_workday=False)
+            _due_from_nominal(deps, rule, row, nominal)
             _close_pause(uow, row, at, event)
             row.status, row.paused_at = "running", None
             refresh_next_alert(deps, uow, row, after=at)
@@ -663,8 +661,24 @@ def _close_pause(uow: UnitOfWork, row: Deadline, at: datetime, event: str) -> No
         entry.resumed_at, entry.resumed_by, entry.due_after = at, event, row.due_at
 
 
+def _rolls(rule: ClockRule) -> bool:
+    return rule.roll_to_workday and rule.unit in ("days", "months")
+
+
+def _due_from_nominal(deps: Deps, rule: ClockRule, row: Deadline, nominal: Due) -> None:
+    """Set the nominal end and the due time (the nominal end rolled off a rest day when the rule says so)."""
+    row.nominal_due_at = nominal.due_at
+    _set_due(row, nominal)
+    if _rolls(rule):
+        _set_due(row, deps.calendar.roll(nominal.due_at))
+
+
+def _nominal(row: Deadline) -> datetime:
+    return row.nominal_due_at or row.due_at  # rows from before migration 0003 have no nominal end
+
+
 def _start(deps: Deps, case: Case, rule: ClockRule, action: ClockAction, event: str, at: datetime) -> Deadline:
-    due = deps.calendar.add(at, rule.limit, rule.unit, roll_to_workday=rule.roll_to_workday)
+    nominal = deps.calendar.add(at, rule.limit, rule.unit, roll_to_workday=False)
     row = Deadline(
         case_id=case.id,
         rule=rule.id,
@@ -674,13 +688,13 @@ def _start(deps: Deps, case: Case, rule: ClockRule, action: ClockAction, event: 
         limit=rule.limit,
         status="paused" if action.start_paused else "running",
         started_at=at,
-        due_at=due.due_at,
+        due_at=nominal.due_at,
         paused_at=at if action.start_paused else None,
         started_by=event,
         responsible=rule.responsible,
         extensions=[],
     )
-    _set_due(row, due)
+    _due_from_nominal(deps, rule, row, nominal)
     return row
 
 
@@ -693,8 +707,9 @@ def _set_due(row: Deadline, due: Any) -> None:
 
 def _finish(row: Deadline, at: datetime, status: str | None) -> None:
     if status is None:
-        # A paused clock is judged on its own time; one that ran out before the case moved is missed.
-        status = "met" if row.status == "paused" or at <= row.due_at else "missed"
+        # A paused clock is judged on its own time (when it stopped running); otherwise on when the case moved.
+        judged_at = row.paused_at if row.status == "paused" and row.paused_at else at
+        status = "met" if judged_at <= row.due_at else "missed"
     row.status, row.ended_at, row.paused_at = status, at, None
 
 
@@ -737,9 +752,17 @@ def _extend(
             f"{' or '.join(ext.approver_roles)} of {where} or of an agency of its kind above it",
             rule=rule.basis,
         ).bind(case_no=case.case_no, state=case.state, event=event)
+    running_until = row.paused_at if row.status == "paused" and row.paused_at else at
+    if running_until > row.due_at:
+        raise GuardFailed(
+            f"deadline {rule.id} ({rule.label}) ran out at {local_iso(row.due_at)}; an extension must be "
+            "approved before the period ends",
+            rule=rule.basis,
+        ).bind(case_no=case.case_no, state=case.state, event=event)
     due_before = row.due_at
-    due = deps.calendar.add(row.due_at, ext.amount, ext.unit or rule.unit, roll_to_workday=rule.roll_to_workday)
-    _set_due(row, due)
+    # Counted from the period's nominal end, not from a rest-day end already rolled forward.
+    nominal = deps.calendar.add(_nominal(row), ext.amount, ext.unit or rule.unit, roll_to_workday=False)
+    _due_from_nominal(deps, rule, row, nominal)
     row.extensions_used += 1
     row.extensions = [
         *row.extensions,
@@ -840,12 +863,12 @@ def _view(deps: Deps, uow: UnitOfWork, case: Case, chart: CaseLifecycle | None =
     deadlines = []
     for row in rows:
         open_ = row.status in ("running", "paused")
-        overdue = open_ and row.status == "running" and now > row.due_at
+        overdue = open_ and (row.paused_at if row.status == "paused" and row.paused_at else now) > row.due_at
         deadlines.append(
             DeadlineView(
                 rule=row.rule,
                 label=row.label,
-                status="missed" if overdue else row.status,
+                status="missed" if overdue and row.status == "running" else row.status,
                 started_at=local_iso(row.started_at),
                 due_at=local_iso(row.due_at),
                 remaining=clock_left(row, now) if open_ else "",

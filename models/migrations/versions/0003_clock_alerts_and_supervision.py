@@ -113,6 +113,7 @@ def upgrade() -> None:
             sa.Column("responsible", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False, server_default="")
         )
         batch_op.add_column(sa.Column("extensions", sa.JSON(), nullable=False, server_default="[]"))
+        batch_op.add_column(sa.Column("nominal_due_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
         batch_op.add_column(sa.Column("next_alert_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
         batch_op.add_column(
             sa.Column("next_alert", sqlmodel.sql.sqltypes.AutoString(length=80), nullable=False, server_default="")
@@ -127,6 +128,7 @@ def upgrade() -> None:
 
     # ### end Alembic commands ###
     op.execute("UPDATE deadlines SET next_alert_at = due_at WHERE status = 'running'")
+    op.execute("UPDATE deadlines SET nominal_due_at = due_at")
 
 
 def downgrade() -> None:
@@ -139,6 +141,7 @@ def downgrade() -> None:
         )
         batch_op.drop_column("next_alert")
         batch_op.drop_column("next_alert_at")
+        batch_op.drop_column("nominal_due_at")
         batch_op.drop_column("extensions")
         batch_op.drop_column("responsible")
 
