@@ -440,3 +440,7 @@ app.add_typer(calendar_app, name="calendar")
 from app.cli_clocks import register as _register_clock_commands  # noqa: E402
 
 _register_clock_commands(app)
+
+from app.cli_scheduler import scheduler_app  # noqa: E402
+
+app.add_typer(scheduler_app, name="scheduler")

@@ -1,0 +1,165 @@
+"""``jointcase scheduler``: run the embedded scheduler, list its stored jobs, run the Prefect sweep flow once.
+
+Prefect is imported only by ``flow-run``, so the rest of the CLI starts without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from app.cli import JsonOpt, _deps, _emit, _errors, _parse_time, _settings, out
+from models.db import has_schema
+from states.errors import InvalidInput
+from workflows.flows.runtime import deps_for
+from workflows.flows.scheduler import (
+    JOB_TABLE,
+    SWEEP_JOB_FUNC,
+    SWEEP_JOB_ID,
+    start_embedded,
+    stop_embedded,
+    stored_jobs,
+)
+
+scheduler_app = typer.Typer(
+    help="Periodic jobs: the embedded scheduler and the Prefect sweep flow. 定时任务", no_args_is_help=True
+)
+
+_NOT_INITIALISED = "the database is not initialised; run `jointcase init` first"
+
+
+@scheduler_app.command("run")
+def run() -> None:
+    """Run the embedded scheduler in the foreground until Ctrl-C or SIGTERM (scheduler.mode = "embedded")."""
+    with _errors(False):
+        settings = _settings()
+        deps = deps_for(str(settings.config_path))
+        if not has_schema(deps.engine):
+            raise InvalidInput(_NOT_INITIALISED)
+        mode = settings.scheduler.mode
+        if mode != "embedded":
+            raise InvalidInput(
+                f'scheduler.mode is "{mode}" in {settings.config_path}: the embedded scheduler does not run '
+                '(set mode = "embedded" to run it here)'
+            )
+        stop = threading.Event()
+
+        def _request_stop(_signum: int, _frame: FrameType | None) -> None:
+            stop.set()
+
+        previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        scheduler = None
+        try:
+            with _log_to_stderr("workflows"):
+                scheduler = start_embedded(settings, deps=deps)
+                if scheduler is None:  # cannot happen: the mode was checked above
+                    raise InvalidInput("the embedded scheduler did not start; see the log")
+                job = scheduler.get_job(SWEEP_JOB_ID)
+                next_run = job.next_run_time.isoformat(timespec="seconds") if job and job.next_run_time else "—"
+                out.print(
+                    f"embedded scheduler running: {SWEEP_JOB_ID} ({SWEEP_JOB_FUNC}) every "
+                    f"{settings.scheduler.sweep_every_seconds} s, next at {next_run}; jobs stored in {JOB_TABLE} "
+                    f"of {deps.engine.url}. Ctrl-C or SIGTERM stops it.",
+                    highlight=False,
+                )
+                while not stop.wait(1.0):
+                    pass
+                out.print("stopping: waiting for a running job to finish…", highlight=False)
+                stop_embedded(scheduler, wait=True)
+        finally:
+            stop_embedded(scheduler, wait=False)  # only if something above failed
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        out.print("embedded scheduler stopped", highlight=False)
+
+
+@contextmanager
+def _log_to_stderr(*names: str) -> Iterator[None]:
+    """Show these loggers' INFO lines (each sweep's counts) on stderr with a timestamp and their level.
+
+    Without this they would reach the CLI's root handler, which prints everything as ``warning: ...``.
+    The loggers are put back as they were afterwards (the CLI also runs in-process, in tests).
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(lg.handlers, lg.level, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.handlers, lg.propagate = [handler], False
+        lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+            lg.handlers, lg.propagate = handlers, propagate
+            lg.setLevel(level)
+
+
+@scheduler_app.command("jobs")
+def jobs(as_json: JsonOpt = False) -> None:
+    """List the jobs stored in the database's job store, with their next run time."""
+    with _errors(as_json):
+        rows = stored_jobs(_deps())
+
+        def human() -> None:
+            if not rows:
+                out.print(f"no stored jobs ({JOB_TABLE} is empty or missing: no embedded scheduler ran here)")
+                return
+            table = Table(title="定时任务 stored jobs")
+            for col in ("id", "name", "function", "trigger", "next run", "coalesce", "max instances"):
+                table.add_column(col)
+            for j in rows:
+                table.add_row(
+                    j.id, j.name, j.func, j.trigger, j.next_run_time or "paused", str(j.coalesce), str(j.max_instances)
+                )
+            out.print(table)
+
+        _emit(as_json, [j.to_dict() for j in rows], human)
+
+
+@scheduler_app.command("flow-run")
+def flow_run(
+    now: Annotated[
+        str | None, typer.Option("--now", help="Sweep as of this time (ISO; default: now). For catching up.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the Prefect flow deadline-sweep once (scaled mode). Uses PREFECT_API_URL; without it Prefect
+    first starts a temporary local server (about 10 s)."""
+    with _errors(as_json):
+        settings = _settings()
+        config_path = str(settings.config_path)
+        if not has_schema(deps_for(config_path).engine):
+            raise InvalidInput(_NOT_INITIALISED)
+        when = _parse_time(now, "--now")
+        from workflows.flows.sweep import deadline_sweep  # imports Prefect: only here
+
+        started = time.perf_counter()
+        with _log_to_stderr("workflows", "prefect"):
+            counts = asyncio.run(deadline_sweep(config_path=config_path, now=when.isoformat() if when else None))
+        elapsed = time.perf_counter() - started
+        _emit(
+            as_json,
+            counts,
+            lambda: out.print(
+                f"flow deadline-sweep done in {elapsed:.1f} s: {counts['cases']} case(s), "
+                f"{counts['reminders']} reminder(s), {counts['missed']} miss(es), "
+                f"{counts['auto_listed']} auto-listing(s), {counts['escalations']} escalation(s), "
+                f"{counts['notifications']} notification(s) queued",
+                highlight=False,
+            ),
+        )
+
+
+__all__ = ["scheduler_app"]

@@ -1,0 +1,181 @@
+"""The embedded scheduler: APScheduler runs the periodic jobs inside one process (``scheduler.mode = "embedded"``).
+
+Jobs live in APScheduler's own table ``apscheduler_jobs`` in the application's database, under stable ids,
+added with ``replace_existing`` (so each start rewrites the stored job, coalesce and misfire settings
+included: STACK-NOTES gotcha 6), ``coalesce`` and ``max_instances=1``. The job function is referenced by
+its import path with plain-string arguments, so the stored job can be unpickled by any later process.
+Run exactly one embedded scheduler per database (one web worker); a second one would run every job
+again, which the sweep's row claims make harmless but wasteful.
+
+The job store has its own engine on the same URL. On SQLite its transactions begin ``DEFERRED``: with
+the application's default ``BEGIN IMMEDIATE`` every read of the job table would take the write lock and
+the scheduler thread would queue behind each sweep batch and case transition (measured: a 2 s writer
+delays a job lookup by 2 s; up to the 60 s busy timeout, then an error). The store's own writes are
+single statements, so they simply wait for the lock. The separate engine also keeps APScheduler's
+``engine.dispose()`` on shutdown away from the use cases' connection pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Engine, inspect
+
+from app.settings import ConfigError, Settings, load_settings
+from models.db import SQLITE_BEGIN, make_engine
+from states.calendar import SHANGHAI
+from workflows.deadlines import fire_due_deadlines
+from workflows.flows.runtime import deps_for
+from workflows.uow import Deps
+
+log = logging.getLogger(__name__)
+
+JOB_TABLE = "apscheduler_jobs"
+SWEEP_JOB_ID = "deadline_sweep"
+SWEEP_JOB_FUNC = "workflows.flows.scheduler:run_sweep_job"
+
+
+def run_sweep_job(config_path: str | None) -> dict[str, int] | None:
+    """The embedded sweep job: fire what is due now and log the counts. Never raises (the next run retries).
+
+    Returns the counts, or None when the sweep failed.
+    """
+    started = time.perf_counter()
+    try:
+        counts = fire_due_deadlines(deps_for(config_path)).to_dict()
+    except ConfigError as exc:
+        log.error("deadline sweep: the configuration cannot be used: %s", exc.message.replace("\n", "; "))
+        return None
+    except Exception:
+        log.exception("deadline sweep failed; the next run tries again")
+        return None
+    level = logging.INFO if counts["fired"] else logging.DEBUG
+    log.log(level, "deadline sweep: %s in %.2f s", counts, time.perf_counter() - started)
+    return counts
+
+
+def job_store_engine(deps: Deps) -> Engine:
+    """An engine on the deps' database for the job store (SQLite: transactions begin DEFERRED)."""
+    url = deps.engine.url.render_as_string(hide_password=False)
+    return make_engine(url).execution_options(**{SQLITE_BEGIN: "DEFERRED"})
+
+
+def build_scheduler(config_path: str | None, deps: Deps, every_seconds: int) -> BackgroundScheduler:
+    """A scheduler (not started) with the deadline sweep every ``every_seconds`` in the database's job store.
+
+    ``config_path`` is stored with the job: each run builds its deps from it (``runtime.deps_for``).
+    """
+    store = SQLAlchemyJobStore(engine=job_store_engine(deps), tablename=JOB_TABLE)
+    scheduler = BackgroundScheduler(jobstores={"default": store}, timezone=SHANGHAI)
+    scheduler.add_job(
+        SWEEP_JOB_FUNC,
+        trigger=IntervalTrigger(seconds=every_seconds, timezone=SHANGHAI),
+        args=[config_path],
+        id=SWEEP_JOB_ID,
+        name="deadline sweep 期限巡检",
+        replace_existing=True,
+        coalesce=True,  # after a stall, one catch-up run, not one per missed interval
+        max_instances=1,  # a sweep still running when the next is due: skip the next
+        misfire_grace_time=None,  # a late sweep is better than none
+    )
+    return scheduler
+
+
+def start_embedded(
+    settings_or_config: Settings | str | Path | None = None, *, deps: Deps | None = None
+) -> BackgroundScheduler | None:
+    """Start the embedded scheduler when ``scheduler.mode`` is ``embedded``; else log why not and return None.
+
+    ``settings_or_config``: loaded settings, or a config path (None: ``$JOINTCASE_CONFIG`` or ./config.toml).
+    The caller stops it with ``stop_embedded`` (``jointcase serve`` on shutdown, ``jointcase scheduler run``).
+    """
+    settings = settings_or_config if isinstance(settings_or_config, Settings) else load_settings(settings_or_config)
+    mode = settings.scheduler.mode
+    if mode == "prefect":
+        log.info("scheduler.mode is 'prefect': Prefect deployments run the periodic jobs; none started here")
+        return None
+    if mode != "embedded":
+        log.warning("scheduler.mode is %r: nothing runs the periodic jobs (run `jointcase sweep` by hand)", mode)
+        return None
+    config_path = str(settings.config_path)
+    scheduler = build_scheduler(config_path, deps or deps_for(config_path), settings.scheduler.sweep_every_seconds)
+    scheduler.start()
+    log.info("embedded scheduler started: deadline sweep every %s s", settings.scheduler.sweep_every_seconds)
+    return scheduler
+
+
+def stop_embedded(scheduler: BackgroundScheduler | None, *, wait: bool = True) -> None:
+    """Shut the scheduler down (``wait``: let a running job finish first); None or stopped is fine."""
+    if scheduler is not None and scheduler.running:
+        scheduler.shutdown(wait=wait)
+
+
+@dataclass
+class StoredJob:
+    """One job as stored in ``apscheduler_jobs``."""
+
+    id: str
+    name: str
+    func: str
+    args: list[Any]
+    trigger: str
+    next_run_time: str | None  # ISO, Beijing time; None when the job is paused
+    coalesce: bool
+    max_instances: int
+    misfire_grace_time: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def stored_jobs(deps: Deps) -> list[StoredJob]:
+    """The jobs stored in the deps' database, soonest first; empty when no scheduler ever ran there."""
+    engine = job_store_engine(deps)
+    try:
+        if not inspect(engine).has_table(JOB_TABLE):
+            return []
+        store = SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE)
+        # Jobs are unpickled with a reference to a scheduler; an unstarted one is enough to read them.
+        store.start(BackgroundScheduler(timezone=SHANGHAI), "default")
+        return [
+            StoredJob(
+                id=job.id,
+                name=job.name,
+                func=job.func_ref,
+                args=list(job.args),
+                trigger=str(job.trigger),
+                next_run_time=_iso(job.next_run_time),
+                coalesce=job.coalesce,
+                max_instances=job.max_instances,
+                misfire_grace_time=job.misfire_grace_time,
+            )
+            for job in store.get_all_jobs()
+        ]
+    finally:
+        engine.dispose()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(SHANGHAI).isoformat(timespec="seconds") if value else None
+
+
+__all__ = [
+    "JOB_TABLE",
+    "SWEEP_JOB_FUNC",
+    "SWEEP_JOB_ID",
+    "StoredJob",
+    "build_scheduler",
+    "run_sweep_job",
+    "start_embedded",
+    "stop_embedded",
+    "stored_jobs",
+]

@@ -1,0 +1,127 @@
+"""The deadline sweep as a Prefect flow, for the scaled mode (a Prefect server owns the schedule).
+
+``deadline_sweep`` is a thin async flow around one task that runs ``workflows.deadlines.fire_due_deadlines``
+in a worker thread: on a warm test server an async flow run costs 0.12-0.16 s, a sync one 1.05-1.10 s
+(the heartbeat join, STACK-NOTES gotcha 2). No result caching or persistence (the sweep writes; its row
+claims and the unique ``fired_alerts`` rows make a repeated run harmless); retries only for transient
+database errors, never for domain errors. ``serve_deployments`` serves it on an interval for a Prefect server.
+
+Like ``runtime``, this module is a process edge and may read the settings (``serve_deployments``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+from prefect import flow, get_run_logger, serve, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy, TaskRun
+from prefect.deployments.runner import RunnerDeployment
+from prefect.states import State
+from prefect.types.entrypoint import EntrypointType
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app.settings import load_settings
+from states.calendar import SHANGHAI
+from states.errors import InvalidInput
+from workflows.deadlines import fire_due_deadlines
+from workflows.flows.runtime import deps_for
+
+FLOW_NAME = "deadline-sweep"
+DEPLOYMENT_NAME = "deadline-sweep"
+
+
+def parse_now(value: str | None) -> datetime | None:
+    """An ISO date or date-time as an aware datetime; without an offset it is Beijing time."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"now: {value!r} is not an ISO date-time (e.g. 2026-11-20T09:30+08:00)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=SHANGHAI)
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """A database error that a later attempt may not meet: a busy SQLite file, a lost or refused PostgreSQL
+    connection, a serialisation failure. SQLite reports a missing table as an OperationalError too; that
+    one is permanent."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    if isinstance(exc.orig, sqlite3.OperationalError):
+        message = str(exc.orig)
+        return "locked" in message or "busy" in message  # SQLITE_BUSY, SQLITE_LOCKED
+    return True
+
+
+def _retry_transient(_task: Any, _run: TaskRun, state: State) -> bool:
+    """Prefect's retry predicate: retry only ``is_transient`` failures."""
+    data = state.data
+    return is_transient(data if isinstance(data, BaseException) else None)
+
+
+def _sweep(config_path: str | None, now: datetime | None) -> dict[str, int]:
+    return fire_due_deadlines(deps_for(config_path), now).to_dict()
+
+
+@task(
+    name="fire-due-deadlines",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_transient,
+)
+async def fire_due_deadlines_task(config_path: str | None, now: datetime | None) -> dict[str, int]:
+    """Run the sweep in a worker thread (it is blocking database work) and return its counts."""
+    return await anyio.to_thread.run_sync(partial(_sweep, config_path, now))
+
+
+@flow(name=FLOW_NAME, persist_result=False, retries=0)
+async def deadline_sweep(config_path: str | None = None, now: str | None = None) -> dict[str, int]:
+    """Fire every reminder, miss, auto-listing and escalation due at ``now`` (ISO; default: the real clock).
+
+    ``config_path``: the deployment's config.toml (default: ``$JOINTCASE_CONFIG`` or ./config.toml).
+    """
+    when = parse_now(now)
+    counts = await fire_due_deadlines_task(config_path, when)
+    get_run_logger().info("deadline sweep: %s", counts)
+    return counts
+
+
+def sweep_deployment(config_path: str | None, every_seconds: int) -> RunnerDeployment:
+    """The deadline sweep as a deployment that runs every ``every_seconds``, one run at a time."""
+    return deadline_sweep.to_deployment(
+        name=DEPLOYMENT_NAME,
+        interval=timedelta(seconds=every_seconds),
+        parameters={"config_path": config_path},
+        # Like max_instances=1 with coalesce: a run due while one is still going is cancelled, not queued.
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+        description="jointcase: fire due deadline reminders, misses and supervision escalations.",
+        tags=["jointcase"],
+        entrypoint_type=EntrypointType.MODULE_PATH,  # the installed package, whatever the working directory
+    )
+
+
+def serve_deployments(config_path: str | None, every_seconds: int | None = None) -> None:
+    """Serve the sweep deployment against ``PREFECT_API_URL`` until SIGTERM (scaled mode).
+
+    ``every_seconds`` defaults to ``[scheduler] sweep_every_seconds``. ``config_path`` must name the
+    config file as this machine sees it; every flow run reads it.
+    """
+    if every_seconds is None:
+        every_seconds = _configured_interval(config_path)
+    serve(sweep_deployment(config_path, every_seconds))
+
+
+def _configured_interval(config_path: str | None) -> int:
+    return load_settings(config_path).scheduler.sweep_every_seconds
+
+
+__all__ = ["deadline_sweep", "fire_due_deadlines_task", "is_transient", "serve_deployments", "sweep_deployment"]
