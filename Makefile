@@ -17,13 +17,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## run: the embedded default — SQLite under var/, the Sanming agencies and a dozen demo cases;
-## the deadline sweep fires what is due (reminders, misses, auto-listing) and the overdue list is shown.
+## the deadline sweep fires what is due (reminders, misses, auto-listing), the overdue list is shown,
+## then the embedded scheduler keeps sweeping every minute until Ctrl-C (the web UI joins it in serve).
 run: $(STAMP)
 	$(BIN)/jointcase init --demo
 	$(BIN)/jointcase case list
 	$(BIN)/jointcase sweep
 	$(BIN)/jointcase deadlines --overdue
 	$(BIN)/jointcase audit verify
+	$(BIN)/jointcase scheduler run
 
 ## test: lint, then every test (PostgreSQL tests run when JOINTCASE_TEST_DATABASE_URL is set).
 test: $(STAMP)
