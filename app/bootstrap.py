@@ -57,6 +57,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Dep
         illegal_gain_threshold=settings.referral.illegal_gain_threshold,
         attachments_dir=attachments,
         supervision=settings.supervision,
+        notifications=settings.notifications,
     )
 
 

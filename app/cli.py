@@ -444,3 +444,7 @@ _register_clock_commands(app)
 from app.cli_scheduler import scheduler_app  # noqa: E402
 
 app.add_typer(scheduler_app, name="scheduler")
+
+from app.cli_outbox import register as _register_outbox_commands  # noqa: E402
+
+_register_outbox_commands(app)

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from notifications.config import NotificationSettings
 from states.clocks import ClockRule, Extension, SupervisionPolicy, validate_rules
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class OfficerConfig(_Section):
     roles: list[Role] = Field(default_factory=list)
     liaison: bool = False  # the agency's liaison officer (联络员): receives inter-agency notices
     email: str
+    channels: list[Literal["email", "inbox"]] = Field(default_factory=lambda: ["email", "inbox"])
     active: bool = True
 
     @field_validator("email")
@@ -221,6 +223,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     supervision: SupervisionPolicy = Field(default_factory=SupervisionPolicy)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     agencies: list[AgencyConfig] = Field(min_length=1)
     officers: list[OfficerConfig]
     clocks: dict[str, ClockRule]  # each rule's ``id`` is its key
@@ -485,6 +488,13 @@ def _cross_check(data: Mapping[str, Any], sources: _Sources) -> list[str]:
         agency_code = officer.get("agency")
         if isinstance(agency_code, str) and isinstance(agencies, list) and agency_code not in codes:
             report(("officers", i, "agency"), f"unknown agency {agency_code!r} (not a code in [[agencies]])")
+
+    notifications = data.get("notifications")
+    hooks = notifications.get("webhooks") if isinstance(notifications, dict) else None
+    for i, hook in enumerate(hooks if isinstance(hooks, list) else []):
+        for j, code in enumerate(hook.get("agencies", []) if isinstance(hook, dict) else []):
+            if isinstance(code, str) and isinstance(agencies, list) and code not in codes:
+                report(("notifications", "webhooks", i, "agencies", j), f"unknown agency {code!r}")
 
     clocks = data.get("clocks")
     rules: dict[str, ClockRule] = {}

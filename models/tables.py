@@ -42,6 +42,8 @@ class Officer(SQLModel, table=True):
     email: str = ""
     liaison: bool = False
     active: bool = True
+    # Delivery channels for this officer's notifications: "email", "inbox" (in-app).
+    channels: list[str] = Field(default_factory=lambda: ["email", "inbox"], sa_column=Column(JSON, nullable=False))
 
 
 class Case(SQLModel, table=True):
@@ -259,6 +261,7 @@ class OutboxMessage(SQLModel, table=True):
     recipient_user: str | None = Field(default=None, max_length=40)
     subject: str
     body: str
+    body_html: str = ""  # autoescaped HTML alternative (email), empty for plain-only kinds
     template: str = Field(max_length=100)
     template_version: str = Field(max_length=64)
     lang: str = Field(default="zh", max_length=5)
@@ -268,6 +271,39 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime
     sent_at: datetime | None = None
     last_error: str = ""
+    # A relay's claim: who holds the row and until when (a killed relay's claim lapses and the row is retried).
+    claimed_by: str = Field(default="", max_length=64)
+    claimed_until: datetime | None = None
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    """The delivery audit: one row per attempt to deliver an outbox message, with its outcome."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="outbox.id", index=True)
+    attempt: int
+    at: datetime
+    outcome: str = Field(max_length=10)  # sent | failed | dead
+    error: str = ""
+    relay: str = Field(default="", max_length=64)
+
+
+class InboxItem(SQLModel, table=True):
+    """A notification shown in an officer's in-app inbox (delivered from the outbox's ``inbox`` channel)."""
+
+    __tablename__ = "inbox_items"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="outbox.id", unique=True)
+    username: str = Field(foreign_key="officers.username", index=True, max_length=40)
+    case_id: int | None = Field(default=None, foreign_key="cases.id")
+    kind: str = Field(max_length=40)
+    subject: str
+    body: str
+    created_at: datetime
+    read_at: datetime | None = None
 
 
 class CaseNumberSequence(SQLModel, table=True):

@@ -28,6 +28,7 @@ class Rendered:
     lang: str
     subject: str
     body: str
+    body_html: str = ""
 
 
 @lru_cache(maxsize=1)
@@ -44,8 +45,11 @@ def environment() -> Environment:
 def template_version(name: str, lang: str) -> str:
     """A short hash of the template sources, stored with every rendered message."""
     digest = hashlib.sha256()
-    for part in ("subject", "txt"):
-        digest.update((TEMPLATES_DIR / f"{name}.{lang}.{part}.j2").read_bytes())
+    for part in ("subject", "txt", "html"):
+        path = TEMPLATES_DIR / f"{name}.{lang}.{part}.j2"
+        if path.exists():
+            digest.update(path.read_bytes())
+    digest.update((TEMPLATES_DIR / "_layout.html.j2").read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -56,4 +60,7 @@ def render(name: str, lang: str, **variables: Any) -> Rendered:
     env = environment()
     subject = env.get_template(f"{name}.{lang}.subject.j2").render(**variables).strip()
     body = env.get_template(f"{name}.{lang}.txt.j2").render(**variables)
-    return Rendered(name, template_version(name, lang), lang, subject, body)
+    html = ""
+    if (TEMPLATES_DIR / f"{name}.{lang}.html.j2").exists():
+        html = env.get_template(f"{name}.{lang}.html.j2").render(**variables)  # autoescaped
+    return Rendered(name, template_version(name, lang), lang, subject, body, html)

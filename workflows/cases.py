@@ -301,6 +301,7 @@ def sync_directory(deps: Deps, agencies: list[dict[str, Any]], officers: list[di
                     agency_code=data["agency"],
                     roles=list(data.get("roles", [])),
                     email=data.get("email", ""),
+                    channels=list(data.get("channels", ["email", "inbox"])),
                     liaison=bool(data.get("liaison", False)),
                     active=bool(data.get("active", True)),
                 )

@@ -6,6 +6,8 @@ reschedule a deadline's alerts without importing the transition (and without imp
 
 from __future__ import annotations
 
+import logging
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -18,6 +20,8 @@ from states.calendar import SHANGHAI
 from states.clocks import alert_schedule, next_alert, parse_duration
 from workflows.audit import GENESIS, event_digest
 from workflows.uow import Deps, UnitOfWork
+
+log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "system"  # the actor of audit records the engine writes by itself (reminders, misses)
 
@@ -184,6 +188,9 @@ def responsible_agency(uow: UnitOfWork, directory: Directory, case: Case, kind: 
     return directory.agencies[case.owner_agency]
 
 
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
 def enqueue(
     deps: Deps,
     uow: UnitOfWork,
@@ -195,29 +202,90 @@ def enqueue(
     at: datetime,
     **variables: Any,
 ) -> int:
-    """Render ``template`` for each recipient (once per officer) and queue it in the outbox."""
-    seen: set[str] = set()
+    """Queue ``template`` for each recipient on each of their channels, rendered now (a missing variable
+    fails the caller's transaction), and for each webhook subscribed to this kind and case. Returns how
+    many officers were addressed.
+
+    An officer whose email channel has no valid address gets a ``dead`` row saying so (and a warning):
+    reported in the delivery audit, never silently skipped. Keys already queued in this transaction
+    (two recipient lists of one event) are not queued twice.
+    """
+    queued: set[str] = uow.session.info.setdefault("queued_dedupe_keys", set())
+    addressed: set[str] = set()
     for officer in recipients:
-        if officer.username in seen or not officer.email:
+        if officer.username in addressed:
             continue
-        seen.add(officer.username)
+        addressed.add(officer.username)
         rendered = render(template, deps.lang, recipient_name=officer.display_name, **variables)
-        uow.session.add(
-            OutboxMessage(
-                dedupe_key=f"{dedupe_prefix}:{officer.username}:email",
-                case_id=case.id,
-                kind=template,
-                channel="email",
-                recipient=officer.email,
-                recipient_user=officer.username,
-                subject=rendered.subject,
-                body=rendered.body,
-                template=rendered.template,
-                template_version=rendered.template_version,
-                lang=rendered.lang,
-                status="pending",
-                next_attempt_at=at,
-                created_at=at,
-            )
-        )
-    return len(seen)
+        for channel in officer.channels or ["email", "inbox"]:
+            key = f"{dedupe_prefix}:{officer.username}:{channel}"
+            if key in queued:
+                continue
+            queued.add(key)
+            row = _outbox_row(case, template, channel, key, officer.email, officer.username, rendered, at)
+            if channel == "email" and not _EMAIL_RE.match(officer.email or ""):
+                row.status = "dead"
+                row.last_error = f"officer {officer.username} has no valid email address"
+                log.warning("case %s: %s; %s not sent by email", case.case_no, row.last_error, template)
+            uow.session.add(row)
+    if addressed:
+        _enqueue_webhooks(deps, uow, case, template, dedupe_prefix, at, queued, variables)
+    return len(addressed)
+
+
+def _enqueue_webhooks(
+    deps: Deps,
+    uow: UnitOfWork,
+    case: Case,
+    template: str,
+    dedupe_prefix: str,
+    at: datetime,
+    queued: set[str],
+    variables: dict[str, Any],
+) -> None:
+    hooks = deps.notifications.webhooks
+    if not hooks:
+        return
+    participants = set(
+        uow.session.execute(select(CaseParticipant.agency_code).where(CaseParticipant.case_id == case.id)).scalars()
+    )
+    for hook in hooks:
+        if hook.kinds and template not in hook.kinds:
+            continue
+        if hook.agencies and not participants & set(hook.agencies):
+            continue
+        key = f"{dedupe_prefix}:webhook:{hook.name}"
+        if key in queued:
+            continue
+        queued.add(key)
+        rendered = render(template, deps.lang, recipient_name=hook.name, **variables)
+        uow.session.add(_outbox_row(case, template, "webhook", key, hook.name, None, rendered, at))
+
+
+def _outbox_row(
+    case: Case,
+    template: str,
+    channel: str,
+    key: str,
+    recipient: str,
+    username: str | None,
+    rendered: Any,
+    at: datetime,
+) -> OutboxMessage:
+    return OutboxMessage(
+        dedupe_key=key,
+        case_id=case.id,
+        kind=template,
+        channel=channel,
+        recipient=recipient,
+        recipient_user=username,
+        subject=rendered.subject,
+        body=rendered.body,
+        body_html=rendered.body_html if channel == "email" else "",
+        template=rendered.template,
+        template_version=rendered.template_version,
+        lang=rendered.lang,
+        status="pending",
+        next_attempt_at=at,
+        created_at=at,
+    )

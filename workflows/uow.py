@@ -20,6 +20,7 @@ from sqlmodel import Session
 
 from models.db import SQLITE_BEGIN, is_sqlite, session_factory
 from models.tables import Case, Officer
+from notifications.config import NotificationSettings
 from states.calendar import WorkCalendar
 from states.clocks import ClockRule, SupervisionPolicy
 from states.errors import CaseNotFound, UnknownActor
@@ -47,6 +48,7 @@ class Deps:
     attachments_dir: Path = Path("var/attachments")
     lang: str = "zh"
     supervision: SupervisionPolicy = field(default_factory=SupervisionPolicy)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
     sessions: sessionmaker[Session] = field(init=False)
 
     def __post_init__(self) -> None:

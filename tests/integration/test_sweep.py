@@ -55,7 +55,8 @@ def test_reminders_then_miss_fire_once_each_with_audit_and_notices(deps: Deps, c
     assert [r.payload["lead"] for r in reminders] == ["3d", "1d"]
     assert len(missed) == 1 and missed[0].actor == "system" and missed[0].payload["rule"] == "A1"
     mails = outbox(deps)
-    to = [(m["kind"], m["recipient_user"]) for m in mails]
+    to = [(m["kind"], m["recipient_user"]) for m in mails if m["channel"] == "email"]
+    assert sorted(to) == sorted((m["kind"], m["recipient_user"]) for m in mails if m["channel"] == "inbox")
     assert to.count(("deadline_reminder", "sm_amr_handler")) == 2
     assert ("deadline_missed", "sm_amr_handler") in to
     assert ("deadline_missed", "sm_amr_supervisor") in to  # the supervisors of the agency's region

@@ -219,13 +219,16 @@ def assert_consistent(env: Env, seed: Seeded, fired: int) -> None:
     )
     assert env.scalar("SELECT count(*) FROM cases WHERE version = 2") == fired
     # outbox: one message per handler and reminder, no dedupe key twice.
-    assert env.scalar("SELECT count(*) FROM outbox WHERE kind = 'deadline_reminder'") == fired * seed.handlers
+    assert (
+        env.scalar("SELECT count(*) FROM outbox WHERE kind = 'deadline_reminder' AND channel = 'email'")
+        == fired * seed.handlers
+    )
     assert env.scalar("SELECT count(DISTINCT dedupe_key) FROM outbox") == env.scalar("SELECT count(*) FROM outbox")
     assert env.scalar("SELECT count(*) FROM outbox WHERE kind <> 'deadline_reminder'") == 0
     assert (
         env.scalar(
-            "SELECT count(*) FROM cases c WHERE (SELECT count(*) FROM outbox o WHERE o.case_id = c.id) "
-            "<> (c.version - 1) * :handlers",
+            "SELECT count(*) FROM cases c WHERE (SELECT count(*) FROM outbox o "
+            "WHERE o.case_id = c.id AND o.channel = 'email') <> (c.version - 1) * :handlers",
             handlers=seed.handlers,
         )
         == 0
