@@ -339,6 +339,15 @@ def show_message(deps: Deps, message_id: int) -> MessageView:
         return view
 
 
+def _all_found(rows: list[Any], ids: list[int] | None, problem: str) -> list[Any]:
+    """``rows`` if every requested id is among them; else InvalidInput naming the missing ones."""
+    if ids is not None:
+        missing = sorted(set(ids) - {r.id for r in rows})
+        if missing:
+            raise InvalidInput(f"{problem}: {', '.join(f'#{i}' for i in missing)}")
+    return rows
+
+
 def retry_dead(deps: Deps, *, actor: str, ids: list[int] | None = None) -> int:
     """An admin puts parked (``dead``) messages back in the queue, with a fresh attempt budget."""
     with UnitOfWork(deps) as uow:
@@ -348,11 +357,7 @@ def retry_dead(deps: Deps, *, actor: str, ids: list[int] | None = None) -> int:
         stmt: Any = select(OutboxMessage).where(OutboxMessage.status == "dead")
         if ids is not None:
             stmt = stmt.where(OutboxMessage.id.in_(ids))  # type: ignore[union-attr]
-        rows = list(uow.session.execute(stmt).scalars())
-        if ids is not None:
-            missing = sorted(set(ids) - {r.id for r in rows})
-            if missing:
-                raise InvalidInput(f"not parked (dead) or not found: {', '.join(f'#{i}' for i in missing)}")
+        rows = _all_found(list(uow.session.execute(stmt).scalars()), ids, "not parked (dead) or not found")
         now = deps.now()
         for row in rows:
             uow.session.add(
@@ -444,20 +449,9 @@ def mark_read(deps: Deps, *, actor: str, ids: list[int] | None = None) -> int:
         stmt: Any = select(InboxItem).where(InboxItem.username == actor, InboxItem.read_at.is_(None))  # type: ignore[union-attr]
         if ids is not None:
             stmt = stmt.where(InboxItem.id.in_(ids))  # type: ignore[union-attr]
-        rows = list(uow.session.execute(stmt).scalars())
-        if ids is not None:
-            missing = sorted(set(ids) - {r.id for r in rows})
-            if missing:
-                raise InvalidInput(f"not an unread item of {actor}: {', '.join(f'#{i}' for i in missing)}")
+        rows = _all_found(list(uow.session.execute(stmt).scalars()), ids, f"not an unread item of {actor}")
         now = deps.now()
         for row in rows:
             row.read_at = now
         uow.commit()
         return len(rows)
-
-
-def relay_forever(deps: Deps, every_seconds: float, stop: Any) -> None:
-    """Relay, then sleep, until ``stop`` (a threading.Event) is set."""
-    while not stop.is_set():
-        relay_outbox(deps)
-        stop.wait(every_seconds)
