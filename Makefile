@@ -18,7 +18,7 @@ install: $(STAMP)
 
 ## run: the embedded default — SQLite under var/, the Sanming agencies and a dozen demo cases;
 ## the deadline sweep fires what is due (reminders, misses, auto-listing), the overdue list is shown,
-## then the embedded scheduler keeps sweeping every minute until Ctrl-C (the web UI joins it in serve).
+## then the embedded scheduler keeps sweeping and relaying notifications until Ctrl-C (the web UI joins it in serve).
 run: $(STAMP)
 	$(BIN)/jointcase init --demo
 	$(BIN)/jointcase case list

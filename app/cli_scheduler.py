@@ -1,4 +1,5 @@
-"""``jointcase scheduler``: run the embedded scheduler, list its stored jobs, run the Prefect sweep flow once.
+"""``jointcase scheduler``: run the embedded scheduler, list its stored jobs, run a Prefect flow once
+(``deadline-sweep`` or ``outbox-relay``).
 
 Prefect is imported only by ``flow-run``, so the rest of the CLI starts without it.
 """
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from types import FrameType
 from typing import Annotated
 
@@ -23,17 +25,11 @@ from app.cli import JsonOpt, _deps, _emit, _errors, _parse_time, _settings, out
 from models.db import has_schema
 from states.errors import InvalidInput
 from workflows.flows.runtime import deps_for
-from workflows.flows.scheduler import (
-    JOB_TABLE,
-    SWEEP_JOB_FUNC,
-    SWEEP_JOB_ID,
-    start_embedded,
-    stop_embedded,
-    stored_jobs,
-)
+from workflows.flows.scheduler import JOB_IDS, JOB_TABLE, start_embedded, stop_embedded, stored_jobs
 
 scheduler_app = typer.Typer(
-    help="Periodic jobs: the embedded scheduler and the Prefect sweep flow. 定时任务", no_args_is_help=True
+    help="Periodic jobs: the embedded scheduler (deadline sweep, outbox relay) and their Prefect flows. 定时任务",
+    no_args_is_help=True,
 )
 
 _NOT_INITIALISED = "the database is not initialised; run `jointcase init` first"
@@ -65,14 +61,16 @@ def run() -> None:
                 scheduler = start_embedded(settings, deps=deps)
                 if scheduler is None:  # cannot happen: the mode was checked above
                     raise InvalidInput("the embedded scheduler did not start; see the log")
-                job = scheduler.get_job(SWEEP_JOB_ID)
-                next_run = job.next_run_time.isoformat(timespec="seconds") if job and job.next_run_time else "—"
-                out.print(
-                    f"embedded scheduler running: {SWEEP_JOB_ID} ({SWEEP_JOB_FUNC}) every "
-                    f"{settings.scheduler.sweep_every_seconds} s, next at {next_run}; jobs stored in {JOB_TABLE} "
-                    f"of {deps.engine.url}. Ctrl-C or SIGTERM stops it.",
-                    highlight=False,
-                )
+                lines = [f"embedded scheduler running, jobs stored in {JOB_TABLE} of {deps.engine.url}:"]
+                for job_id in JOB_IDS:
+                    job = scheduler.get_job(job_id)
+                    if job is None:  # cannot happen: start_embedded adds every job
+                        raise InvalidInput(f"the embedded scheduler has no job {job_id}; see the log")
+                    every = int(job.trigger.interval.total_seconds())
+                    next_run = job.next_run_time.isoformat(timespec="seconds") if job.next_run_time else "—"
+                    lines.append(f"  {job_id} ({job.func_ref}) every {every} s, next at {next_run}")
+                lines.append("Ctrl-C or SIGTERM stops it.")
+                out.print("\n".join(lines), highlight=False)
                 while not stop.wait(1.0):
                     pass
                 out.print("stopping: waiting for a running job to finish…", highlight=False)
@@ -86,7 +84,7 @@ def run() -> None:
 
 @contextmanager
 def _log_to_stderr(*names: str) -> Iterator[None]:
-    """Show these loggers' INFO lines (each sweep's counts) on stderr with a timestamp and their level.
+    """Show these loggers' INFO lines (each run's counts) on stderr with a timestamp and their level.
 
     Without this they would reach the CLI's root handler, which prints everything as ``warning: ...``.
     The loggers are put back as they were afterwards (the CLI also runs in-process, in tests).
@@ -128,38 +126,60 @@ def jobs(as_json: JsonOpt = False) -> None:
         _emit(as_json, [j.to_dict() for j in rows], human)
 
 
+class FlowName(StrEnum):
+    """The Prefect flows ``flow-run`` can run."""
+
+    DEADLINE_SWEEP = "deadline-sweep"
+    OUTBOX_RELAY = "outbox-relay"
+
+
 @scheduler_app.command("flow-run")
 def flow_run(
+    flow: Annotated[
+        FlowName, typer.Option("--flow", help="Which flow: deadline-sweep or outbox-relay.")
+    ] = FlowName.DEADLINE_SWEEP,
     now: Annotated[
-        str | None, typer.Option("--now", help="Sweep as of this time (ISO; default: now). For catching up.")
+        str | None, typer.Option("--now", help="Run as of this time (ISO; default: now). For catching up.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the Prefect flow deadline-sweep once (scaled mode). Uses PREFECT_API_URL; without it Prefect
-    first starts a temporary local server (about 10 s)."""
+    """Run a Prefect flow once (scaled mode): deadline-sweep (default) or outbox-relay. Uses PREFECT_API_URL;
+    without it Prefect first starts a temporary local server (about 10 s)."""
     with _errors(as_json):
         settings = _settings()
         config_path = str(settings.config_path)
         if not has_schema(deps_for(config_path).engine):
             raise InvalidInput(_NOT_INITIALISED)
         when = _parse_time(now, "--now")
-        from workflows.flows.sweep import deadline_sweep  # imports Prefect: only here
-
+        at = when.isoformat() if when else None
+        # Each flow module imports Prefect: only here.
         started = time.perf_counter()
         with _log_to_stderr("workflows", "prefect"):
-            counts = asyncio.run(deadline_sweep(config_path=config_path, now=when.isoformat() if when else None))
+            if flow is FlowName.OUTBOX_RELAY:
+                from workflows.flows.relay import outbox_relay
+
+                counts = asyncio.run(outbox_relay(config_path=config_path, now=at))
+            else:
+                from workflows.flows.sweep import deadline_sweep
+
+                counts = asyncio.run(deadline_sweep(config_path=config_path, now=at))
         elapsed = time.perf_counter() - started
-        _emit(
-            as_json,
-            counts,
-            lambda: out.print(
-                f"flow deadline-sweep done in {elapsed:.1f} s: {counts['cases']} case(s), "
-                f"{counts['reminders']} reminder(s), {counts['missed']} miss(es), "
-                f"{counts['auto_listed']} auto-listing(s), {counts['escalations']} escalation(s), "
-                f"{counts['notifications']} notification(s) queued",
-                highlight=False,
-            ),
-        )
+
+        def human() -> None:
+            if flow is FlowName.OUTBOX_RELAY:
+                summary = (
+                    f"{counts['claimed']} due, {counts['sent']} sent, {counts['retried']} to retry, "
+                    f"{counts['parked']} parked"
+                )
+            else:
+                summary = (
+                    f"{counts['cases']} case(s), {counts['reminders']} reminder(s), {counts['missed']} miss(es), "
+                    f"{counts['auto_listed']} auto-listing(s), {counts['escalations']} escalation(s), "
+                    f"{counts['notifications']} notification(s) queued"
+                )
+            out.print(f"flow {flow.value} done in {elapsed:.1f} s: {summary}", highlight=False)
+
+        _emit(as_json, counts, human)
 
 
 __all__ = ["scheduler_app"]

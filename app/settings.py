@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from notifications.channels import valid_address
 from notifications.config import NotificationSettings
 from states.clocks import ClockRule, Extension, SupervisionPolicy, validate_rules
 
@@ -54,7 +55,6 @@ _SHORT_FORMS: dict[str, tuple[str, ...]] = {"database_url": ("database", "url")}
 _CODE_RE = r"^[a-z0-9][a-z0-9-]{1,39}$"
 _USERNAME_RE = r"^[a-z][a-z0-9_.-]{1,39}$"
 _REGION_RE = r"^\d{6}$"
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 _CASE_NUMBER_FIELDS = frozenset({"agency", "year", "seq"})
 _TOML_ERROR_RE = re.compile(r"^(?P<reason>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)$")
 
@@ -113,8 +113,8 @@ class OfficerConfig(_Section):
     @classmethod
     def _email_shape(cls, value: str) -> str:
         # Deliberately shallow; the value itself is personal data and stays out of the message.
-        if not _EMAIL_RE.match(value):
-            raise ValueError("not an email address (needs one '@' and a dot in the domain)")
+        if not valid_address(value):
+            raise ValueError("not a plain email address (one user@domain, no name, list or brackets)")
         return value
 
     @field_validator("roles")

@@ -16,9 +16,13 @@ import os
 import random
 import smtplib
 import ssl
+import time
 from dataclasses import dataclass
 from datetime import datetime
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import format_datetime
 from types import TracebackType
 from typing import Any
@@ -26,6 +30,9 @@ from typing import Any
 import httpx
 
 from notifications.config import EmailSettings, NotificationSettings, WebhookSettings
+
+# Long headers (the dedupe key) stay on one line: folding would hand receivers a value with a leading space.
+_POLICY = SMTP.clone(max_line_length=998)
 
 SIGNATURE_HEADER = "X-Jointcase-Signature"
 TIMESTAMP_HEADER = "X-Jointcase-Timestamp"
@@ -62,6 +69,19 @@ class Outgoing:
     attempts: int
 
 
+def valid_address(address: str) -> bool:
+    """Whether ``address`` is one plain mailbox (``user@domain``) that survives a round trip through the
+    email parser unchanged: no display name, no list, nothing the SMTP envelope could read differently."""
+    if not address or any(c in address for c in ' ,;<>()[]"\\\r\n') or address.count("@") != 1:
+        return False
+    try:
+        parsed = Address(addr_spec=address)
+    except (ValueError, IndexError, AttributeError, HeaderParseError):
+        return False
+    local, _, domain = address.partition("@")
+    return parsed.addr_spec == address and bool(local) and "." in domain and ".." not in domain
+
+
 def message_id(dedupe_key: str, domain: str = "jointcase.local") -> str:
     """A stable RFC 5322 Message-ID for a dedupe key: the same message always has the same id."""
     return f"<{hashlib.sha256(dedupe_key.encode('utf-8')).hexdigest()[:40]}@{domain}>"
@@ -91,6 +111,9 @@ class EmailChannel:
         self.settings = settings
         self.environ = environ if environ is not None else dict(os.environ)
         self._smtp: smtplib.SMTP | None = None
+        # A failed connect is remembered for the rest of the pass: one unreachable server costs one timeout,
+        # not one per message.
+        self._down: TransientError | None = None
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -119,20 +142,32 @@ class EmailChannel:
         """Send one email; 5xx refusals are permanent, everything else is retried."""
         if not self.settings.enabled:
             raise PermanentError("email delivery is disabled ([notifications.email] enabled = false)")
-        email = EmailMessage()
-        email["From"] = self.settings.sender
-        email["To"] = msg.recipient
-        email["Subject"] = msg.subject
-        email["Date"] = format_datetime(msg.created_at)
-        email["Message-ID"] = message_id(msg.dedupe_key)
-        email["X-Jointcase-Dedupe-Key"] = msg.dedupe_key
-        email.set_content(msg.body)
-        if msg.body_html:
-            email.add_alternative(msg.body_html, subtype="html")
-        if self._smtp is None:
-            self._smtp = self._connect()
+        if not valid_address(msg.recipient):
+            raise PermanentError(f"not a valid email address: {msg.recipient!r}")
         try:
-            self._smtp.send_message(email)
+            email = EmailMessage(policy=_POLICY)
+            email["From"] = self.settings.sender
+            email["To"] = msg.recipient
+            email["Subject"] = msg.subject
+            email["Date"] = format_datetime(msg.created_at)
+            email["Message-ID"] = message_id(msg.dedupe_key)
+            email["X-Jointcase-Dedupe-Key"] = msg.dedupe_key
+            email.set_content(msg.body)
+            if msg.body_html:
+                email.add_alternative(msg.body_html, subtype="html")
+        except (ValueError, IndexError, AttributeError, HeaderParseError) as exc:
+            raise PermanentError(f"the message cannot be built: {type(exc).__name__}: {exc}") from None
+        if self._down is not None:
+            raise self._down
+        if self._smtp is None:
+            try:
+                self._smtp = self._connect()
+            except TransientError as exc:
+                self._down = exc
+                raise
+        try:
+            # The envelope recipient is the stored address itself, never what a parser makes of the header.
+            self._smtp.send_message(email, from_addr=self.settings.sender, to_addrs=[msg.recipient])
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             self._drop()
@@ -155,7 +190,8 @@ class EmailChannel:
             self._smtp = None
 
     def close(self) -> None:
-        """End the SMTP session politely."""
+        """End the SMTP session politely (and forget a failed connect: the next pass tries again)."""
+        self._down = None
         if self._smtp is not None:
             with contextlib.suppress(OSError, smtplib.SMTPException):
                 self._smtp.quit()
@@ -188,7 +224,9 @@ class WebhookChannel:
             "created_at": msg.created_at.isoformat(),
         }
         body = json.dumps(payload, ensure_ascii=False, sort_keys=True).encode("utf-8")
-        timestamp = str(int(msg.created_at.timestamp()))
+        # The time of this send (not of the message): a receiver may refuse stale signatures; a retry is
+        # signed afresh and recognised as a repeat by its Idempotency-Key.
+        timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "Idempotency-Key": msg.dedupe_key,

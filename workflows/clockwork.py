@@ -7,7 +7,6 @@ reschedule a deadline's alerts without importing the transition (and without imp
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 
 from models.tables import Agency, Case, CaseEvent, CaseParticipant, Deadline, FiredAlert, Officer, OutboxMessage
+from notifications.channels import valid_address
 from notifications.render import render
 from states.calendar import SHANGHAI
 from states.clocks import alert_schedule, next_alert, parse_duration
@@ -188,9 +188,6 @@ def responsible_agency(uow: UnitOfWork, directory: Directory, case: Case, kind: 
     return directory.agencies[case.owner_agency]
 
 
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
 def enqueue(
     deps: Deps,
     uow: UnitOfWork,
@@ -223,7 +220,7 @@ def enqueue(
                 continue
             queued.add(key)
             row = _outbox_row(case, template, channel, key, officer.email, officer.username, rendered, at)
-            if channel == "email" and not _EMAIL_RE.match(officer.email or ""):
+            if channel == "email" and not valid_address(officer.email or ""):
                 row.status = "dead"
                 row.last_error = f"officer {officer.username} has no valid email address"
                 log.warning("case %s: %s; %s not sent by email", case.case_no, row.last_error, template)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -22,7 +23,7 @@ from typing import Any
 from sqlalchemy import Select, func, select, text, update
 
 from models.db import is_sqlite
-from models.tables import Case, DeliveryAttempt, InboxItem, OutboxMessage
+from models.tables import Case, DeliveryAttempt, InboxItem, Officer, OutboxMessage
 from notifications.channels import Channels, DeliveryError, Outgoing, PermanentError, backoff
 from states.errors import InvalidInput, PermissionDenied
 from workflows.clockwork import local_iso
@@ -31,6 +32,7 @@ from workflows.uow import Deps, UnitOfWork
 log = logging.getLogger(__name__)
 
 STATUSES: tuple[str, ...] = ("pending", "sent", "dead")
+LEASE_SAFETY = 0.5  # fraction of the lease after which a relay stops sending from its batch
 
 
 @dataclass
@@ -102,6 +104,17 @@ def _claim(deps: Deps, token: str, now: datetime, batch_size: int) -> list[Outgo
         ]
         uow.commit()
         return claimed
+
+
+def _release(deps: Deps, token: str, ids: list[int]) -> None:
+    """Give rows we claimed but did not try back to the queue at once."""
+    with UnitOfWork(deps) as uow:
+        uow.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids), OutboxMessage.claimed_by == token)  # type: ignore[union-attr]
+            .values(claimed_by="", claimed_until=None)
+        )
+        uow.commit()
 
 
 def _mark(
@@ -219,7 +232,20 @@ def relay_outbox(
                 break
             result.batches += 1
             result.claimed += len(claimed)
-            for msg in claimed:
+            claimed_at = time.monotonic()
+            # Stop sending from this batch well before its lease lapses: after that another relay may
+            # take the rows, and sending them here too would duplicate the whole tail, not one message.
+            lease_margin = deps.notifications.lease_seconds * LEASE_SAFETY
+            for index, msg in enumerate(claimed):
+                if time.monotonic() - claimed_at >= lease_margin:
+                    _release(deps, token, [m.id for m in claimed[index:]])
+                    log.warning(
+                        "outbox relay %s: batch outlived %.0f%% of its lease; released %s row(s)",
+                        token[:8],
+                        LEASE_SAFETY * 100,
+                        len(claimed) - index,
+                    )
+                    break
                 if msg.channel == "inbox":
                     _deliver_inbox(deps, token, msg, result)
                     continue
@@ -367,6 +393,11 @@ def retry_dead(deps: Deps, *, actor: str, ids: list[int] | None = None) -> int:
             )
             row.status, row.attempts, row.next_attempt_at = "pending", 0, now
             row.claimed_by, row.claimed_until = "", None
+            if row.channel == "email" and row.recipient_user:
+                # The address may have been corrected since (the usual reason a row was parked).
+                officer = uow.session.get(Officer, row.recipient_user)
+                if officer is not None and officer.email:
+                    row.recipient = officer.email
         uow.commit()
         return len(rows)
 

@@ -239,9 +239,10 @@ def test_eight_processes_lose_no_update(env: Env, children: Children) -> None:
     assert after["state"] == "police_review"
     history_is_gap_free(env, case_no, start + total)
     assert [e[1] for e in after["events"][start:]] == [SELF_EVENT] * total
-    # Each event told the market regulator's liaison once, in the same transaction (outbox rows).
+    # Each event told the market regulator's liaison once per channel, in the same transaction (outbox rows).
     new_notices = after["outbox"][len(before["outbox"]) :]
-    assert [user for user, _key in new_notices] == ["sm_amr_liaison"] * total
+    assert [user for user, _key in new_notices] == ["sm_amr_liaison"] * total * 2
+    assert sum(key.endswith(":email") for _user, key in new_notices) == total
     assert len({key for _user, key in after["outbox"]}) == len(after["outbox"])
 
 
@@ -350,7 +351,8 @@ def test_kill_after_commit_keeps_everything(env: Env, children: Children) -> Non
     assert after["version"] == before["version"] + 1
     assert after["events"] == [*before["events"], [before["version"] + 1, "transfer_to_police", before["version"] + 1]]
     assert after["outbox"][: len(before["outbox"])] == before["outbox"]
-    assert [user for user, _key in after["outbox"][len(before["outbox"]) :]] == ["sm_psb_liaison"]
+    assert [key.rsplit(":", 1)[1] for user, key in after["outbox"][len(before["outbox"]) :]] == ["email", "inbox"]
+    assert {user for user, _key in after["outbox"][len(before["outbox"]) :]} == {"sm_psb_liaison"}
     assert ["T7", "running"] in after["deadlines"] and ["T7", "running"] not in before["deadlines"]
     assert ["T3", "running"] in before["deadlines"] and ["T3", "running"] not in after["deadlines"]
     assert "sm-psb" in after["participants"]

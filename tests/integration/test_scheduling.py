@@ -4,6 +4,8 @@ No mocks. The scheduler job and the flow build their own deps with the real cloc
 so each case is opened with an injected clock 40 days in the past: its A1 deadline (15 working days) is
 already missed in real time, and the first real sweep fires ``deadline_missed``. One Prefect test server
 serves the whole session (starting one costs 6-10 s); PREFECT_HOME is a temporary folder, analytics off.
+The embedded scheduler also stores the outbox relay job; its delivery is tested in test_relay_scheduling.py,
+which shares this module's Prefect server and helpers.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from tests.conftest import FakeClock, make_deps, write_config
 from workflows.cases import open_case, verify_audit
 from workflows.flows.runtime import deps_for, forget_deps
 from workflows.flows.scheduler import (
+    JOB_IDS,
     JOB_TABLE,
+    RELAY_JOB_ID,
     SWEEP_JOB_FUNC,
     SWEEP_JOB_ID,
     build_scheduler,
@@ -55,9 +59,21 @@ def _forget_cached_deps() -> Iterator[None]:
     forget_deps()
 
 
+#: Whether a ``prefect_server`` fixture has the server running. Other test modules import the fixture, and
+#: pytest then holds one session fixture per importing module: the first to run starts the server, the rest
+#: reuse it (they are torn down first, in reverse order of set-up, so the owner stops it last).
+_prefect_running: list[bool] = []
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A temporary Prefect API server on loopback for the whole session, with its home in a tmp folder."""
+    """A temporary Prefect API server on loopback for the whole session, with its home in a tmp folder.
+
+    Shared: ``from tests.integration.test_scheduling import prefect_server`` in another module reuses it.
+    """
+    if _prefect_running:
+        yield
+        return
     env = pytest.MonkeyPatch()
     env.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
     env.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -68,12 +84,14 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness
 
     prefect.context.refresh_global_settings_context()  # in case Prefect was imported before the env changed
+    _prefect_running.append(True)
     try:
         with prefect_test_harness(server_startup_timeout=60):
             yield
     finally:
         env.undo()
         prefect.context.refresh_global_settings_context()
+        _prefect_running.clear()
 
 
 def sqlite_config(directory: Path, **replace: str) -> tuple[Path, Path]:
@@ -101,7 +119,7 @@ def count_missed(db: Path) -> int:
 
 def job_rows(db: Path) -> list[str]:
     with sqlite3.connect(db) as conn:
-        return [row[0] for row in conn.execute(f"SELECT id FROM {JOB_TABLE}")]
+        return [row[0] for row in conn.execute(f"SELECT id FROM {JOB_TABLE} ORDER BY id")]
 
 
 def has_job_table(db: Path) -> bool:
@@ -156,10 +174,10 @@ def test_the_sweep_job_is_stored_once_under_a_stable_id(tmp_path: Path) -> None:
     for every in (3600, 1800):  # a restart with another interval rewrites the stored job
         scheduler = build_scheduler(str(config), deps, every)
         scheduler.start()
-        assert [j.id for j in scheduler.get_jobs()] == [SWEEP_JOB_ID]
+        assert sorted(j.id for j in scheduler.get_jobs()) == sorted(JOB_IDS)
         stop_embedded(scheduler)
-    assert job_rows(db) == [SWEEP_JOB_ID]
-    [job] = stored_jobs(deps)
+    assert job_rows(db) == sorted(JOB_IDS)  # the relay job rides along; test_relay_scheduling checks it
+    [job] = [j for j in stored_jobs(deps) if j.id == SWEEP_JOB_ID]
     assert (job.id, job.func, job.args) == (SWEEP_JOB_ID, SWEEP_JOB_FUNC, [str(config)])
     assert job.trigger == "interval[0:30:00]"
     assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, None)
@@ -178,7 +196,7 @@ def test_job_store_reads_do_not_wait_for_a_writer(tmp_path: Path) -> None:
     release.start()
     try:
         started = time.monotonic()
-        assert [j.id for j in stored_jobs(deps)] == [SWEEP_JOB_ID]
+        assert sorted(j.id for j in stored_jobs(deps)) == sorted(JOB_IDS)
         assert time.monotonic() - started < 1.0
     finally:
         release.join()
@@ -228,6 +246,7 @@ def test_foreground_scheduler_runs_until_sigterm(tmp_path: Path) -> None:
         stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
     assert f"{SWEEP_JOB_ID} ({SWEEP_JOB_FUNC}) every 1 s" in stdout
+    assert f"{RELAY_JOB_ID} (workflows.flows.scheduler:run_relay_job) every 30 s" in stdout  # config.toml's
     assert "embedded scheduler stopped" in stdout
     assert "deadline sweep: {" in stderr and "'missed': 1" in stderr
 
@@ -290,7 +309,9 @@ def test_cli_jobs_and_flow_run(prefect_server: None, tmp_path: Path) -> None:
     assert json.loads(cli(config, "scheduler", "jobs", "--json").stdout) == []
     assert "no stored jobs" in cli(config, "scheduler", "jobs").stdout
     stop_embedded(start(build_scheduler(str(config), deps_for(str(config)), 600)))
-    [job] = json.loads(cli(config, "scheduler", "jobs", "--json").stdout)
+    jobs = {j["id"]: j for j in json.loads(cli(config, "scheduler", "jobs", "--json").stdout)}
+    assert sorted(jobs) == sorted(JOB_IDS)
+    job = jobs[SWEEP_JOB_ID]
     assert (job["id"], job["func"], job["trigger"], job["max_instances"]) == (
         SWEEP_JOB_ID,
         SWEEP_JOB_FUNC,

@@ -309,10 +309,15 @@ def test_malformed_email(tmp_path: Path, sample: Settings) -> None:
     index = [o.username for o in sample.officers].index("sm_psb_handler")
     path = _write(tmp_path, _edit('"sm_psb_handler@sanming.example"', '"sm_psb_handler.sanming.example"'))
     assert _problems(path) == [
-        f"config.toml: officers[{index}].email: not an email address (needs one '@' and a dot in the domain)"
+        f"config.toml: officers[{index}].email: not a plain email address (one user@domain, no name, list or "
+        "brackets)"
     ]
     path = _write(tmp_path, _edit('"admin@sanming.example"', '"admin@localhost"'))
-    assert _problems(path)[0].startswith("config.toml: officers[7].email: not an email address")
+    assert _problems(path)[0].startswith("config.toml: officers[7].email: not a plain email address")
+    # Addresses a mail parser would read as something else (a list, another mailbox) are refused too.
+    for bad in ("zhang;li@sanming.example", "zhang,li@sanming.example", "x@[sanming.example", "x@b..example"):
+        path = _write(tmp_path, _edit('"admin@sanming.example"', f'"{bad}"'))
+        assert _problems(path)[0].startswith("config.toml: officers[7].email: not a plain email address"), bad
 
 
 def test_bad_case_number_format(tmp_path: Path) -> None:

@@ -1,11 +1,15 @@
 """The embedded scheduler: APScheduler runs the periodic jobs inside one process (``scheduler.mode = "embedded"``).
 
+Two jobs: ``deadline_sweep`` (``workflows.deadlines.fire_due_deadlines`` every ``scheduler.sweep_every_seconds``)
+and ``outbox_relay`` (``workflows.outbox.relay_outbox`` every ``notifications.relay_every_seconds``). Both
+always run together: a stored job is not dropped by leaving it out of a later start, so neither is optional.
+
 Jobs live in APScheduler's own table ``apscheduler_jobs`` in the application's database, under stable ids,
 added with ``replace_existing`` (so each start rewrites the stored job, coalesce and misfire settings
 included: STACK-NOTES gotcha 6), ``coalesce`` and ``max_instances=1``. The job function is referenced by
 its import path with plain-string arguments, so the stored job can be unpickled by any later process.
 Run exactly one embedded scheduler per database (one web worker); a second one would run every job
-again, which the sweep's row claims make harmless but wasteful.
+again, which the sweep's row claims and the relay's leases make harmless but wasteful.
 
 The job store has its own engine on the same URL. On SQLite its transactions begin ``DEFERRED``: with
 the application's default ``BEGIN IMMEDIATE`` every read of the job table would take the write lock and
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +39,7 @@ from models.db import SQLITE_BEGIN, make_engine
 from states.calendar import SHANGHAI
 from workflows.deadlines import fire_due_deadlines
 from workflows.flows.runtime import deps_for
+from workflows.outbox import relay_outbox
 from workflows.uow import Deps
 
 log = logging.getLogger(__name__)
@@ -41,25 +47,34 @@ log = logging.getLogger(__name__)
 JOB_TABLE = "apscheduler_jobs"
 SWEEP_JOB_ID = "deadline_sweep"
 SWEEP_JOB_FUNC = "workflows.flows.scheduler:run_sweep_job"
+RELAY_JOB_ID = "outbox_relay"
+RELAY_JOB_FUNC = "workflows.flows.scheduler:run_relay_job"
+#: The stored jobs' ids, in the order ``jointcase scheduler run`` lists them.
+JOB_IDS: tuple[str, ...] = (SWEEP_JOB_ID, RELAY_JOB_ID)
+
+
+def _run_job(
+    what: str, work: Callable[[Deps], dict[str, int]], config_path: str | None, busy: str
+) -> dict[str, int] | None:
+    """Run one job's work with fresh-or-cached deps; log its counts; never raise (the next run retries)."""
+    started = time.perf_counter()
+    try:
+        counts = work(deps_for(config_path))
+    except ConfigError as exc:
+        log.error("%s: the configuration cannot be used: %s", what, exc.message.replace("\n", "; "))
+        return None
+    except Exception:
+        log.exception("%s failed; the next run tries again", what)
+        return None
+    log.log(
+        logging.INFO if counts[busy] else logging.DEBUG, "%s: %s in %.2f s", what, counts, time.perf_counter() - started
+    )
+    return counts
 
 
 def run_sweep_job(config_path: str | None) -> dict[str, int] | None:
-    """The embedded sweep job: fire what is due now and log the counts. Never raises (the next run retries).
-
-    Returns the counts, or None when the sweep failed.
-    """
-    started = time.perf_counter()
-    try:
-        counts = fire_due_deadlines(deps_for(config_path)).to_dict()
-    except ConfigError as exc:
-        log.error("deadline sweep: the configuration cannot be used: %s", exc.message.replace("\n", "; "))
-        return None
-    except Exception:
-        log.exception("deadline sweep failed; the next run tries again")
-        return None
-    level = logging.INFO if counts["fired"] else logging.DEBUG
-    log.log(level, "deadline sweep: %s in %.2f s", counts, time.perf_counter() - started)
-    return counts
+    """The embedded sweep job: fire what is due now. Returns the counts, or None when the sweep failed."""
+    return _run_job("deadline sweep", lambda deps: fire_due_deadlines(deps).to_dict(), config_path, "fired")
 
 
 def job_store_engine(deps: Deps) -> Engine:
@@ -68,25 +83,43 @@ def job_store_engine(deps: Deps) -> Engine:
     return make_engine(url).execution_options(**{SQLITE_BEGIN: "DEFERRED"})
 
 
-def build_scheduler(config_path: str | None, deps: Deps, every_seconds: int) -> BackgroundScheduler:
-    """A scheduler (not started) with the deadline sweep every ``every_seconds`` in the database's job store.
+def run_relay_job(config_path: str | None) -> dict[str, int] | None:
+    """The embedded relay job: deliver the outbox rows due now (a failed delivery is retried by the relay's
+    own backoff, a failed run by the next run). Returns the counts, or None when the relay failed."""
+    return _run_job("outbox relay", lambda deps: relay_outbox(deps).to_dict(), config_path, "claimed")
 
-    ``config_path`` is stored with the job: each run builds its deps from it (``runtime.deps_for``).
+
+def build_scheduler(
+    config_path: str | None, deps: Deps, every_seconds: int, relay_every_seconds: int | None = None
+) -> BackgroundScheduler:
+    """A scheduler (not started) with both jobs in the database's job store: the deadline sweep every
+    ``every_seconds`` and the outbox relay every ``relay_every_seconds`` (default: the deps'
+    ``notifications.relay_every_seconds``).
+
+    ``config_path`` is stored with each job: each run builds its deps from it (``runtime.deps_for``).
     """
     store = SQLAlchemyJobStore(engine=job_store_engine(deps), tablename=JOB_TABLE)
     scheduler = BackgroundScheduler(jobstores={"default": store}, timezone=SHANGHAI)
+    relay_every = deps.notifications.relay_every_seconds if relay_every_seconds is None else relay_every_seconds
+    _add_job(scheduler, SWEEP_JOB_ID, SWEEP_JOB_FUNC, "deadline sweep 期限巡检", config_path, every_seconds)
+    _add_job(scheduler, RELAY_JOB_ID, RELAY_JOB_FUNC, "outbox relay 通知投递", config_path, relay_every)
+    return scheduler
+
+
+def _add_job(
+    scheduler: BackgroundScheduler, job_id: str, func: str, name: str, config_path: str | None, every_seconds: int
+) -> None:
     scheduler.add_job(
-        SWEEP_JOB_FUNC,
+        func,
         trigger=IntervalTrigger(seconds=every_seconds, timezone=SHANGHAI),
         args=[config_path],
-        id=SWEEP_JOB_ID,
-        name="deadline sweep 期限巡检",
+        id=job_id,
+        name=name,
         replace_existing=True,
         coalesce=True,  # after a stall, one catch-up run, not one per missed interval
-        max_instances=1,  # a sweep still running when the next is due: skip the next
-        misfire_grace_time=None,  # a late sweep is better than none
+        max_instances=1,  # a run still going when the next is due: skip the next
+        misfire_grace_time=None,  # a late run is better than none
     )
-    return scheduler
 
 
 def start_embedded(
@@ -106,9 +139,10 @@ def start_embedded(
         log.warning("scheduler.mode is %r: nothing runs the periodic jobs (run `jointcase sweep` by hand)", mode)
         return None
     config_path = str(settings.config_path)
-    scheduler = build_scheduler(config_path, deps or deps_for(config_path), settings.scheduler.sweep_every_seconds)
+    sweep_every, relay_every = settings.scheduler.sweep_every_seconds, settings.notifications.relay_every_seconds
+    scheduler = build_scheduler(config_path, deps or deps_for(config_path), sweep_every, relay_every)
     scheduler.start()
-    log.info("embedded scheduler started: deadline sweep every %s s", settings.scheduler.sweep_every_seconds)
+    log.info("embedded scheduler started: deadline sweep every %s s, outbox relay every %s s", sweep_every, relay_every)
     return scheduler
 
 
@@ -169,11 +203,15 @@ def _iso(value: datetime | None) -> str | None:
 
 
 __all__ = [
+    "JOB_IDS",
     "JOB_TABLE",
+    "RELAY_JOB_FUNC",
+    "RELAY_JOB_ID",
     "SWEEP_JOB_FUNC",
     "SWEEP_JOB_ID",
     "StoredJob",
     "build_scheduler",
+    "run_relay_job",
     "run_sweep_job",
     "start_embedded",
     "stop_embedded",

@@ -4,7 +4,9 @@
 in a worker thread: on a warm test server an async flow run costs 0.12-0.16 s, a sync one 1.05-1.10 s
 (the heartbeat join, STACK-NOTES gotcha 2). No result caching or persistence (the sweep writes; its row
 claims and the unique ``fired_alerts`` rows make a repeated run harmless); retries only for transient
-database errors, never for domain errors. ``serve_deployments`` serves it on an interval for a Prefect server.
+database errors, never for domain errors. ``serve_deployments`` serves it, and the outbox relay of
+``workflows.flows.relay`` (which reuses ``parse_now``, ``is_transient`` and ``retry_transient`` from here), on
+their intervals for a Prefect server.
 
 Like ``runtime``, this module is a process edge and may read the settings (``serve_deployments``).
 """
@@ -60,7 +62,7 @@ def is_transient(exc: BaseException | None) -> bool:
     return True
 
 
-def _retry_transient(_task: Any, _run: TaskRun, state: State) -> bool:
+def retry_transient(_task: Any, _run: TaskRun, state: State) -> bool:
     """Prefect's retry predicate: retry only ``is_transient`` failures."""
     data = state.data
     return is_transient(data if isinstance(data, BaseException) else None)
@@ -76,7 +78,7 @@ def _sweep(config_path: str | None, now: datetime | None) -> dict[str, int]:
     persist_result=False,
     retries=2,
     retry_delay_seconds=[2, 10],
-    retry_condition_fn=_retry_transient,
+    retry_condition_fn=retry_transient,
 )
 async def fire_due_deadlines_task(config_path: str | None, now: datetime | None) -> dict[str, int]:
     """Run the sweep in a worker thread (it is blocking database work) and return its counts."""
@@ -109,19 +111,44 @@ def sweep_deployment(config_path: str | None, every_seconds: int) -> RunnerDeplo
     )
 
 
-def serve_deployments(config_path: str | None, every_seconds: int | None = None) -> None:
-    """Serve the sweep deployment against ``PREFECT_API_URL`` until SIGTERM (scaled mode).
+def scaled_deployments(
+    config_path: str | None, every_seconds: int | None = None, relay_every_seconds: int | None = None
+) -> list[RunnerDeployment]:
+    """Every deployment of the scaled mode: the deadline sweep and the outbox relay.
 
-    ``every_seconds`` defaults to ``[scheduler] sweep_every_seconds``. ``config_path`` must name the
-    config file as this machine sees it; every flow run reads it.
+    The intervals default to ``[scheduler] sweep_every_seconds`` and ``[notifications] relay_every_seconds``
+    of ``config_path`` (read only when one is missing).
     """
-    if every_seconds is None:
-        every_seconds = _configured_interval(config_path)
-    serve(sweep_deployment(config_path, every_seconds))
+    from workflows.flows.relay import relay_deployment  # relay imports this module's helpers
+
+    if every_seconds is None or relay_every_seconds is None:
+        settings = load_settings(config_path)
+        if every_seconds is None:
+            every_seconds = settings.scheduler.sweep_every_seconds
+        if relay_every_seconds is None:
+            relay_every_seconds = settings.notifications.relay_every_seconds
+    return [sweep_deployment(config_path, every_seconds), relay_deployment(config_path, relay_every_seconds)]
 
 
-def _configured_interval(config_path: str | None) -> int:
-    return load_settings(config_path).scheduler.sweep_every_seconds
+def serve_deployments(
+    config_path: str | None, every_seconds: int | None = None, relay_every_seconds: int | None = None
+) -> None:
+    """Serve the sweep and relay deployments against ``PREFECT_API_URL`` until SIGTERM (scaled mode).
+
+    ``every_seconds`` defaults to ``[scheduler] sweep_every_seconds``, ``relay_every_seconds`` to
+    ``[notifications] relay_every_seconds``. ``config_path`` must name the config file as this machine
+    sees it; every flow run reads it.
+    """
+    serve(*scaled_deployments(config_path, every_seconds, relay_every_seconds))
 
 
-__all__ = ["deadline_sweep", "fire_due_deadlines_task", "is_transient", "serve_deployments", "sweep_deployment"]
+__all__ = [
+    "deadline_sweep",
+    "fire_due_deadlines_task",
+    "is_transient",
+    "parse_now",
+    "retry_transient",
+    "scaled_deployments",
+    "serve_deployments",
+    "sweep_deployment",
+]
