@@ -118,14 +118,13 @@ class EmailChannel:
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
         try:
+            context = ssl.create_default_context(cafile=s.ca_file or None)  # verifies the certificate and host
             if s.tls == "ssl":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    s.host, s.port, timeout=s.timeout_seconds, context=ssl.create_default_context()
-                )
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_seconds, context=context)
             else:
                 smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds)
                 if s.tls == "starttls":
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=context)
             if s.username_env:
                 user = self.environ.get(s.username_env, "")
                 password = self.environ.get(s.password_env, "") if s.password_env else ""

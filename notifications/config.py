@@ -24,6 +24,7 @@ class EmailSettings(BaseModel):
     username_env: str = ""  # e.g. JOINTCASE_SMTP_USERNAME; empty: no authentication
     password_env: str = ""  # e.g. JOINTCASE_SMTP_PASSWORD
     timeout_seconds: float = Field(default=10, gt=0, le=300)
+    ca_file: str = ""  # a CA bundle to trust for the server's certificate (e.g. an agency's own CA); "" = system
 
 
 class WebhookSettings(BaseModel):

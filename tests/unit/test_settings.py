@@ -356,3 +356,17 @@ def test_calendar_date_listed_twice(tmp_path: Path) -> None:
     assert _problems(_write(tmp_path, text)) == [
         "config.toml: calendar.years.2027: listed as both holiday and workday: 2027-01-01"
     ]
+
+
+def test_email_settings_from_the_environment() -> None:
+    env = {
+        "JOINTCASE_NOTIFICATIONS__EMAIL__HOST": "smtp.sanming.example",
+        "JOINTCASE_NOTIFICATIONS__EMAIL__PORT": "587",
+        "JOINTCASE_NOTIFICATIONS__EMAIL__TLS": "starttls",
+    }
+    email = load_settings(SAMPLE, env=env).notifications.email
+    assert (email.host, email.port, email.tls) == ("smtp.sanming.example", 587, "starttls")
+    with pytest.raises(ConfigError, match="JOINTCASE_NOTIFICATIONS__EMAIL__PORT"):
+        load_settings(SAMPLE, env={"JOINTCASE_NOTIFICATIONS__EMAIL__PORT": "smtp"})
+    with pytest.raises(ConfigError, match="tls"):
+        load_settings(SAMPLE, env={"JOINTCASE_NOTIFICATIONS__EMAIL__TLS": "maybe"})
