@@ -798,7 +798,7 @@ def _enqueue_case_notices(deps: Deps, uow: UnitOfWork, case: Case, record: CaseE
         .order_by(Officer.username)
     )
     recipients = [officer for officer, _agency in uow.session.execute(stmt).all()]
-    if not recipients:
+    if not recipients and not deps.notifications.webhooks:
         return
     actor_agency = uow.session.get(Agency, actor.agency_code)
     phase = phase_of(case.configuration, case.history)

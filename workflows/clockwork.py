@@ -225,8 +225,8 @@ def enqueue(
                 row.last_error = f"officer {officer.username} has no valid email address"
                 log.warning("case %s: %s; %s not sent by email", case.case_no, row.last_error, template)
             uow.session.add(row)
-    if addressed:
-        _enqueue_webhooks(deps, uow, case, template, dedupe_prefix, at, queued, variables)
+    # Subscribed systems get every notice of their cases, even one no officer of theirs receives.
+    _enqueue_webhooks(deps, uow, case, template, dedupe_prefix, at, queued, variables)
     return len(addressed)
 
 
@@ -255,7 +255,7 @@ def _enqueue_webhooks(
         if key in queued:
             continue
         queued.add(key)
-        rendered = render(template, deps.lang, recipient_name=hook.name, **variables)
+        rendered = render(template, deps.lang, **{"recipient_name": hook.name, **variables})
         uow.session.add(_outbox_row(case, template, "webhook", key, hook.name, None, rendered, at))
 
 
