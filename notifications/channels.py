@@ -130,11 +130,18 @@ class EmailChannel:
                 password = self.environ.get(s.password_env, "") if s.password_env else ""
                 if not user:
                     raise TransientError(f"SMTP username variable {s.username_env} is not set")
+                if s.password_env and not password:
+                    raise TransientError(f"SMTP password variable {s.password_env} is not set")
                 smtp.login(user, password)
         except smtplib.SMTPAuthenticationError as exc:
             raise TransientError(f"SMTP authentication failed at {s.host}:{s.port}: {exc.smtp_code}") from None
+        except UnicodeEncodeError:
+            # smtplib sends credentials as ASCII; the values themselves stay out of the message.
+            raise TransientError(
+                f"SMTP credentials from {s.username_env}/{s.password_env} are not ASCII; smtplib cannot send them"
+            ) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise TransientError(f"SMTP server {s.host}:{s.port} unreachable: {exc}") from None
+            raise TransientError(f"SMTP connection to {s.host}:{s.port} failed: {exc}") from None
         return smtp
 
     def deliver(self, msg: Outgoing) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy import Select, func, select, text, update
 
 from models.db import is_sqlite
 from models.tables import Case, DeliveryAttempt, InboxItem, Officer, OutboxMessage
-from notifications.channels import Channels, DeliveryError, Outgoing, PermanentError, backoff
+from notifications.channels import Channels, DeliveryError, Outgoing, PermanentError, TransientError, backoff
 from states.errors import InvalidInput, PermissionDenied
 from workflows.clockwork import local_iso
 from workflows.uow import Deps, UnitOfWork
@@ -254,6 +254,9 @@ def relay_outbox(
                     chans.deliver(msg)
                 except DeliveryError as exc:
                     error = exc
+                except Exception as exc:  # one bad message must never stop the relay: record it and go on
+                    log.exception("outbox #%s: unexpected error in the %s channel", msg.id, msg.channel)
+                    error = TransientError(f"unexpected {type(exc).__name__} in the {msg.channel} channel")
                 _mark(deps, token, msg, error, rng, result, pass_now)
     finally:
         if owned:
