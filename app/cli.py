@@ -448,3 +448,7 @@ app.add_typer(scheduler_app, name="scheduler")
 from app.cli_outbox import register as _register_outbox_commands  # noqa: E402
 
 _register_outbox_commands(app)
+
+from app.cli_evidence import evidence_app  # noqa: E402
+
+app.add_typer(evidence_app, name="evidence")

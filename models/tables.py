@@ -314,3 +314,43 @@ class CaseNumberSequence(SQLModel, table=True):
     agency_code: str = Field(primary_key=True, foreign_key="agencies.code", max_length=40)
     year: int = Field(primary_key=True)
     last: int = 0
+
+
+class EvidenceItem(SQLModel, table=True):
+    """A piece of evidence of a case: described and hashed, never stored (the trade secret stays out)."""
+
+    __tablename__ = "evidence_items"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="cases.id", index=True)
+    type: str = Field(max_length=30)
+    title: str
+    description: str = ""
+    location: str = ""  # where the item itself is kept
+    file_name: str = ""
+    sha256: str = Field(default="", max_length=64)
+    collected_by_agency: str = Field(foreign_key="agencies.code", max_length=40)
+    collected_by: str = Field(max_length=40)
+    collected_at: datetime
+    state: str = Field(max_length=30)
+    holder_agency: str = Field(foreign_key="agencies.code", max_length=40)  # who has custody now
+    resolution_reason: str = ""
+    resolved_by: str = Field(default="", max_length=40)
+    resolved_at: datetime | None = None
+    created_at: datetime
+
+
+class CustodyEntry(SQLModel, table=True):
+    """The custody log of an evidence item: every registration, hand-over and decision, in order."""
+
+    __tablename__ = "custody_entries"
+
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="evidence_items.id", index=True)
+    action: str = Field(max_length=30)  # registered | handed_over | recollection_required | admitted | ...
+    from_agency: str = Field(default="", max_length=40)
+    to_agency: str = Field(default="", max_length=40)
+    actor: str = Field(max_length=40)
+    at: datetime
+    seal_no: str = Field(default="", max_length=60)
+    note: str = ""

@@ -459,6 +459,9 @@ RECORD_EVENT_LABELS: dict[str, tuple[str, str]] = {
     "supervision_report": ("督办进展报告", "Supervision progress report"),
     "supervision_escalated": ("督办升级", "Supervision escalated"),
     "supervision_delisted": ("摘牌", "Delisted"),
+    "evidence_registered": ("登记证据", "Evidence registered"),
+    "evidence_handed_over": ("移交证据", "Evidence handed over"),
+    "evidence_resolved": ("证据审查处理", "Evidence decided"),
 }
 """Audit-log entries that are not chart events: intake, and facts recorded without moving the case."""
 

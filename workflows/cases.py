@@ -245,11 +245,16 @@ def _context(deps: Deps, uow: UnitOfWork, case: Case) -> CaseContext:
         outcome=case.outcome,
         counters=dict(case.context.get("counters", {})),
         attachment_kinds=frozenset(kinds),
-        # No evidence registry yet: zero items count as resolved (the handover guard passes).
-        unresolved_evidence=(),
+        unresolved_evidence=_unresolved_evidence(uow, case),
         loss_threshold=deps.loss_threshold,
         illegal_gain_threshold=deps.illegal_gain_threshold,
     )
+
+
+def _unresolved_evidence(uow: UnitOfWork, case: Case) -> tuple[str, ...]:
+    from workflows.evidence import unresolved_items  # evidence builds on this module's access rules
+
+    return unresolved_items(uow, case)
 
 
 def _agency(uow: UnitOfWork, code: str, *, kind: str | None = None, what: str = "agency") -> Agency:
@@ -481,6 +486,16 @@ def advance_case(
         if CLOSED in after:
             case.closed_at = effective
         uow.session.flush()
+        if event == "transfer_to_police":
+            # The package as sent (Decree 310 art. 6), on the hash-chained record: what the police received.
+            payload["manifest"] = [
+                {"kind": kind, "filename": name, "sha256": sha}
+                for kind, name, sha in uow.session.execute(
+                    select(Attachment.kind, Attachment.filename, Attachment.sha256)
+                    .where(Attachment.case_id == case.id)
+                    .order_by(Attachment.kind, Attachment.id)
+                ).all()
+            ]
         record = _append_event(uow, case, event, officer, effective, now, note, payload, before, after)
         _enqueue_case_notices(deps, uow, case, record, officer)
         view = _view(deps, uow, case, chart)  # before the commit: see open_case
