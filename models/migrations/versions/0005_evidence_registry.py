@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel  # noqa: F401  (autogenerate emits sqlmodel.sql.sqltypes types)
+import sqlmodel
 from alembic import op
-
 
 revision: str = "0005"
 down_revision: str | None = "0004"
