@@ -132,7 +132,8 @@ def _move(case: Case, item: EvidenceItem, event: str) -> str:
     try:
         chart.send(event)
     except TransitionNotAllowed:
-        allowed = [e.id for e in chart.allowed_events]
+        words = {"hand_over": "handover", "admit": "admitted", "recollect": "recollected", "exclude": "excluded"}
+        allowed = [words[e.id] for e in chart.allowed_events if e.id in words]
         raise InvalidInput(
             f"case {case.case_no}: evidence #{item.id} is {item.state}; {event} is not possible "
             f"(possible now: {', '.join(allowed) or 'nothing, it is resolved'})"
@@ -245,6 +246,8 @@ def hand_over(
     seal_no = (seal_no or "").strip()
     if not seal_no:
         raise InvalidInput("a hand-over needs the seal number of the transfer (--seal)")
+    if len(seal_no) > 60:
+        raise InvalidInput(f"--seal is {len(seal_no)} characters long; at most 60")
     with UnitOfWork(deps) as uow:
         case, officer = _visible_case(uow, case_no, actor, lock=True)
         agency = _agency(uow, officer.agency_code)
@@ -342,6 +345,8 @@ def resolve_evidence(deps: Deps, item_id: int, resolution: str, *, actor: str, r
         if item is None or case is None or not _visible(uow, case, officer):
             raise InvalidInput(f"no evidence #{item_id}")
         case, officer = _visible_case(uow, case.case_no, actor, lock=True)
+        if case.state == CLOSED:
+            raise InvalidInput(f"case {case.case_no} is closed; its evidence can no longer change")
         if officer.agency_code != item.holder_agency or "handler" not in officer.roles:
             raise PermissionDenied(
                 f"case {case.case_no}: evidence #{item_id} is held by {item.holder_agency}; only its handlers "
