@@ -452,3 +452,7 @@ _register_outbox_commands(app)
 from app.cli_evidence import evidence_app  # noqa: E402
 
 app.add_typer(evidence_app, name="evidence")
+
+from app.cli_appraisal import appraisal_app  # noqa: E402
+
+app.add_typer(appraisal_app, name="appraisal")

@@ -78,7 +78,20 @@ def scenarios() -> list[DemoCase]:
             "明溪某生物科技公司菌种配方疑遭窃取",
             "complaint",
             40,
-            [(0.1, "start_verification", mx, {}), (5, "file_case", mx, {}), (12, "request_appraisal", mx, {})],
+            [
+                (0.1, "start_verification", mx, {}),
+                (5, "file_case", mx, {}),
+                (
+                    12,
+                    "request_appraisal",
+                    mx,
+                    {
+                        "institution": "福建正泰司法鉴定所",
+                        "subject": "non_public",
+                        "questions": "涉案菌种培养配方是否不为公众所知悉",
+                    },
+                ),
+            ],
         ),
         DemoCase(
             "sm-amr",

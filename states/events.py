@@ -14,10 +14,12 @@ from typing import Any, Literal
 from states.errors import InvalidEventData
 from states.lifecycle import EVENT_IDS, PHASES
 
-Kind = Literal["text", "amount", "choice", "agency", "agencies", "username"]
+Kind = Literal["text", "amount", "choice", "agency", "agencies", "username", "sha256"]
 
 GROUNDS = ("loss", "illegal_gain", "bankruptcy", "other_major_loss", "reasonable_suspicion")
 JUDGMENT_OUTCOMES = ("convicted", "acquitted")
+#: What a technical appraisal (司法鉴定) of a trade-secret case establishes: 非公知性, 同一性, loss valuation.
+APPRAISAL_SUBJECTS = ("non_public", "identity", "loss_valuation")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,16 @@ EVENT_DATA.update(
         "pronounce_judgment": {
             "outcome": Field("choice", required=True, choices=JUDGMENT_OUTCOMES),
             "sentence": Field("text"),
+        },
+        "request_appraisal": {
+            "institution": Field("text", required=True),  # the appraisal institution (鉴定机构)
+            "subject": Field("choice", required=True, choices=APPRAISAL_SUBJECTS),
+            "questions": Field("text", required=True),  # 委托鉴定事项
+        },
+        "complete_appraisal": {
+            "conclusion": Field("text", required=True),  # 鉴定意见
+            "opinion_no": Field("text"),  # 鉴定意见书编号
+            "opinion_sha256": Field("sha256"),  # hash of the opinion document (the document is attached)
         },
         "extend_verification": dict(_EXTENSION),
         "extend_investigation": dict(_EXTENSION),
@@ -180,6 +192,11 @@ def _coerce(event: str, key: str, fld: Field, value: Any) -> Any:
         text = str(value).strip()
         if text not in fld.choices:
             raise InvalidEventData(f"{event}: {key} must be one of {', '.join(fld.choices)}, got {text!r}")
+        return text
+    if fld.kind == "sha256":
+        text = str(value).strip().lower()
+        if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+            raise InvalidEventData(f"{event}: {key} must be a SHA-256 (64 hexadecimal digits), got {value!r}")
         return text
     if fld.kind == "agencies":
         items = value if isinstance(value, list | tuple) else str(value).split(",")

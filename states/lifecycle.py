@@ -462,6 +462,7 @@ RECORD_EVENT_LABELS: dict[str, tuple[str, str]] = {
     "evidence_registered": ("登记证据", "Evidence registered"),
     "evidence_handed_over": ("移交证据", "Evidence handed over"),
     "evidence_resolved": ("证据审查处理", "Evidence decided"),
+    "appraisal_received": ("鉴定机构受理", "Appraisal accepted by the institution"),
 }
 """Audit-log entries that are not chart events: intake, and facts recorded without moving the case."""
 

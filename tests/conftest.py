@@ -147,6 +147,12 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
     "start_joint_investigation": {"agencies": "sm-psb"},
     "pronounce_judgment": {"outcome": "convicted", "sentence": "有期徒刑三年"},
     "decide_penalty": {"fine_amount": "200000"},
+    "request_appraisal": {
+        "institution": "福建某司法鉴定所",
+        "subject": "non_public",
+        "questions": "涉案技术信息是否不为公众所知悉",
+    },
+    "complete_appraisal": {"conclusion": "涉案技术信息不为公众所知悉", "opinion_no": "闽某司鉴〔2026〕技鉴字第12号"},
     "extend_verification": {"approved_by": "sm_amr_supervisor", "reason": "案情复杂"},
     "extend_investigation": {"approved_by": "sm_amr_supervisor", "reason": "案情复杂"},
     "extend_review": {"approved_by": "sm_procuratorate_chief", "reason": "重大复杂"},

@@ -95,8 +95,15 @@ def test_administrative_penalty_path(cli: Cli) -> None:
     assert case_no == "sm-amr-2026-0001" or case_no.startswith("sm-amr-")
     cli.advance(case_no, "start_verification", MR)
     cli.advance(case_no, "file_case", MR)
-    cli.advance(case_no, "request_appraisal", MR)
-    cli.advance(case_no, "complete_appraisal", MR)
+    cli.advance(
+        case_no,
+        "request_appraisal",
+        MR,
+        "institution=福建某司法鉴定所",
+        "subject=non_public",
+        "questions=是否不为公众所知悉",
+    )
+    cli.advance(case_no, "complete_appraisal", MR, "conclusion=不为公众所知悉")
     cli.advance(case_no, "notify_penalty", MR)
     cli.advance(case_no, "request_hearing", MR)
     view = cli.advance(case_no, "decide_penalty", MR, "fine_amount=500000", "confiscated_amount=120000")
@@ -187,7 +194,9 @@ def test_suspend_and_resume_return_to_the_same_state(cli: Cli) -> None:
     case_no = cli.open()
     cli.advance(case_no, "start_verification", MR)
     cli.advance(case_no, "file_case", MR)
-    cli.advance(case_no, "request_appraisal", MR)
+    cli.advance(
+        case_no, "request_appraisal", MR, "institution=福建某司法鉴定所", "subject=identity", "questions=是否同一"
+    )
     view = cli.advance(case_no, "suspend", MR, "reason=当事人下落不明")
     assert (view["state"], view["phase"], view["suspended_from"]) == ("suspended", "administrative", "appraisal")
     assert view["allowed_events"] == ["resume"]
