@@ -181,8 +181,39 @@ def deliveries(case_no: str, actor: AsReadOpt = None, as_json: JsonOpt = False) 
         _emit(as_json, [v.to_dict() for v in views], lambda: _messages_table(views, f"{case_no} 投递记录 deliveries"))
 
 
+def handoffs(case_no: str, actor: AsReadOpt = None, as_json: JsonOpt = False) -> None:
+    """Hand-offs of a case and the answers they wait for (移送反馈). 交接与反馈"""
+    from workflows.handoffs import case_handoffs
+
+    with _errors(as_json):
+        views = case_handoffs(_deps(), case_no, actor=actor)
+
+        def human() -> None:
+            table = Table(title=f"{case_no} 交接与反馈 hand-offs")
+            for col in ("#", "event", "at", "from", "to", "expects", "status", "due_at", "remaining"):
+                table.add_column(col)
+            for v in views:
+                style = "red" if v.status in ("missed", "answered_late") else None
+                table.add_row(
+                    str(v.seq),
+                    v.label,
+                    v.at,
+                    v.from_agency,
+                    v.to_agency,
+                    f"{v.rule} {v.expects}",
+                    v.status,
+                    v.due_at,
+                    v.remaining,
+                    style=style,
+                )
+            out.print(table)
+
+        _emit(as_json, [v.to_dict() for v in views], human)
+
+
 def register(app: typer.Typer) -> None:
     """Add these commands to the main ``jointcase`` app."""
     app.add_typer(outbox_app, name="outbox")
     app.add_typer(inbox_app, name="inbox")
     case_app.command("deliveries")(deliveries)
+    case_app.command("handoffs")(handoffs)

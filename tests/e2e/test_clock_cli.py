@@ -133,3 +133,18 @@ def test_supervise_refusals_are_one_line_with_exit_codes(cli: Cli) -> None:
     assert "not under listed supervision" in not_listed.stderr
     assert cli("supervise", "show", "sm-amr-2026-9999", code=4).stderr.startswith("error:")
     assert cli.counts() == before
+
+
+def test_case_handoffs_shows_the_answer_each_hand_off_waits_for(cli: Cli) -> None:
+    case_no = cli.open()
+    base._to_police_review(cli, case_no)
+    [transfer] = cli.json("case", "handoffs", case_no, "--as", MR)
+    assert (transfer["rule"], transfer["from_agency"], transfer["to_agency"], transfer["status"]) == (
+        "T7",
+        "sm-amr",
+        "sm-psb",
+        "waiting",
+    )
+    human = cli("case", "handoffs", case_no).stdout
+    assert "移送公安机关" in human and "公安立案审查" in human and "waiting" in human
+    assert cli("case", "handoffs", case_no, "--as", "mx_amr_handler", code=4).stderr.startswith("error:")
