@@ -210,8 +210,12 @@ class Alert(BaseModel):
 
     def key(self, due_at: datetime) -> str:
         """Identity of this alert for this due time: an extension or a pause makes new alerts."""
-        stamp = due_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-        return f"{self.kind}:{self.lead}@{stamp}" if self.lead else f"{self.kind}@{stamp}"
+        return alert_key(f"{self.kind}:{self.lead}" if self.lead else self.kind, due_at)
+
+
+def alert_key(kind: str, at: datetime) -> str:
+    """``kind@<UTC stamp>``: the identity of an alert (deadline or supervision) about the moment ``at``."""
+    return f"{kind}@{at.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
 
 
 def alert_schedule(due_at: datetime, leads: list[timedelta], auto_list_after: timedelta | None) -> list[Alert]:

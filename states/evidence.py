@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from statemachine import State
 
-from states.lifecycle import StrictChart
+from states.lifecycle import StrictChart, chart_in
 
 EVIDENCE_TYPES: dict[str, tuple[str, str]] = {
     "physical": ("物证", "physical evidence"),
@@ -57,12 +57,7 @@ EVIDENCE_STATE_LABELS: dict[str, str] = {state.id: state.name for state in Evide
 
 def evidence_chart(state: str = "registered") -> EvidenceChart:
     """A chart standing in ``state`` (a bad stored value fails here, not later)."""
-    if state not in EVIDENCE_STATE_LABELS:
-        raise ValueError(f"unknown evidence state {state!r}")
-    chart = EvidenceChart()
-    if state != "registered":
-        chart.current_state_value = state
-    return chart
+    return chart_in(EvidenceChart, state)
 
 
 def needs_recollection(kind: str) -> bool:

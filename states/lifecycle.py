@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from statemachine import HistoryState, State, StateChart
 from statemachine.orderedset import OrderedSet
@@ -164,6 +164,20 @@ class StrictChart(StateChart):
     catch_errors_as_events = False  # an error in a guard or action propagates: nothing is persisted
     enable_self_transition_entries = False
     atomic_configuration_update = True
+
+
+_Chart = TypeVar("_Chart", bound=StrictChart)
+
+
+def chart_in(cls: type[_Chart], state: str) -> _Chart:
+    """A flat chart of ``cls`` standing in the stored ``state``; a value it does not know fails here, not
+    later with a KeyError on first use (STACK-NOTES gotcha 8)."""
+    if state not in {s.id for s in cls.states}:
+        raise ValueError(f"unknown {cls.__name__} state {state!r}")
+    chart = cls()
+    if chart.current_state_value != state:
+        chart.current_state_value = state
+    return chart
 
 
 class CaseLifecycle(StrictChart):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from statemachine import State
 
 from states.clocks import LEVELS, AutoListPolicy, SupervisionPolicy, level_rank, whole_days
-from states.lifecycle import StrictChart
+from states.lifecycle import StrictChart, chart_in
 
 __all__ = [
     "LEVELS",
@@ -39,16 +39,9 @@ class SupervisionChart(StrictChart):
     delist = listed.to(delisted) | progress_reported.to(delisted)
 
 
-SUPERVISION_STATES: tuple[str, ...] = tuple(state.id for state in SupervisionChart.states)
 SUPERVISION_STATE_LABELS: dict[str, str] = {state.id: state.name for state in SupervisionChart.states}
 
 
 def supervision_chart(state: str = "listed") -> SupervisionChart:
-    """A chart standing in ``state`` (checked against the chart's states: a bad stored value fails here)."""
-    if state not in SUPERVISION_STATES:
-        raise ValueError(f"unknown supervision state {state!r}")
-    chart = SupervisionChart()
-    if state != "listed":
-        chart.current_state_value = state
-    return chart
-
+    """A chart standing in ``state`` (a bad stored value fails here)."""
+    return chart_in(SupervisionChart, state)

@@ -238,14 +238,15 @@ def _readable_case(uow: UnitOfWork, case_no: str, actor: str | None) -> tuple[Ca
     return _visible_case(uow, case_no, actor)
 
 
-def _context(deps: Deps, uow: UnitOfWork, case: Case) -> CaseContext:
+def _context(deps: Deps, uow: UnitOfWork, case: Case, event: str) -> CaseContext:
     kinds = uow.session.execute(select(Attachment.kind).where(Attachment.case_id == case.id).distinct()).scalars()
     return CaseContext(
         case_no=case.case_no,
         outcome=case.outcome,
         counters=dict(case.context.get("counters", {})),
         attachment_kinds=frozenset(kinds),
-        unresolved_evidence=_unresolved_evidence(uow, case),
+        # Only complete_handover's guard reads it: no evidence query on every other transition.
+        unresolved_evidence=_unresolved_evidence(uow, case) if event == "complete_handover" else (),
         loss_threshold=deps.loss_threshold,
         illegal_gain_threshold=deps.illegal_gain_threshold,
     )
@@ -391,7 +392,19 @@ def open_case(
         uow.session.flush()
         _add_participant(uow, case, owner.code, "owner", OPEN_CASE, received)
         payload = {"title": title, "source": source, "agency": owner.code}
-        _append_event(uow, case, OPEN_CASE, officer, received, now, note, payload, [], conf)
+        append_event(
+            uow,
+            case,
+            OPEN_CASE,
+            actor=officer.username,
+            actor_agency=officer.agency_code,
+            effective=received,
+            recorded=now,
+            note=note,
+            payload=payload,
+            before=[],
+            after=conf,
+        )
         _apply_clocks(deps, uow, case, OPEN_CASE, [], conf, {}, {}, received)
         # Read the result inside the transaction: nothing may touch the database after the commit, so a
         # committed change can never be reported as failed (SQLite would re-take its write lock to read).
@@ -427,7 +440,7 @@ def advance_case(
         case, officer = _visible_case(uow, case_no, actor, lock=True)
         if expected_version is not None and case.version != expected_version:
             raise ConcurrentUpdate(case_no, expected_version, case.version)
-        ctx = _context(deps, uow, case)
+        ctx = _context(deps, uow, case, event)
         chart = new_chart(ctx, case.configuration, case.history)
         allowed = allowed_events_of(chart)
         if event not in EVENT_IDS:
@@ -496,7 +509,19 @@ def advance_case(
                     .order_by(Attachment.kind, Attachment.id)
                 ).all()
             ]
-        record = _append_event(uow, case, event, officer, effective, now, note, payload, before, after)
+        record = append_event(
+            uow,
+            case,
+            event,
+            actor=officer.username,
+            actor_agency=officer.agency_code,
+            effective=effective,
+            recorded=now,
+            note=note,
+            payload=payload,
+            before=before,
+            after=after,
+        )
         _enqueue_case_notices(deps, uow, case, record, officer)
         view = _view(deps, uow, case, chart)  # before the commit: see open_case
         uow.commit()
@@ -564,33 +589,6 @@ def _updated_context(stored: dict[str, Any], ctx: CaseContext, event: str, paylo
     elif event == "pronounce_judgment":
         context["judgment"] = dict(payload)
     return context
-
-
-def _append_event(
-    uow: UnitOfWork,
-    case: Case,
-    event: str,
-    officer: Officer,
-    effective: datetime,
-    recorded: datetime,
-    note: str,
-    payload: dict[str, Any],
-    before: list[str],
-    after: list[str],
-) -> CaseEvent:
-    return append_event(
-        uow,
-        case,
-        event,
-        actor=officer.username,
-        actor_agency=officer.agency_code,
-        effective=effective,
-        recorded=recorded,
-        note=note,
-        payload=payload,
-        before=before,
-        after=after,
-    )
 
 
 # --- clocks ---------------------------------------------------------------------------------------

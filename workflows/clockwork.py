@@ -173,19 +173,22 @@ class Directory:
         return next((o for o in self.officers if o.username == username), None)
 
 
-def responsible_agency(uow: UnitOfWork, directory: Directory, case: Case, kind: str) -> Agency:
-    """The participating agency of ``kind`` that holds the case (the latest to join); else the owner."""
-    if kind:
-        codes = uow.session.execute(
-            select(CaseParticipant.agency_code)
+def holders(uow: UnitOfWork, case: Case) -> list[Agency]:
+    """The agencies taking part in the case, the latest to join first (so the one holding it now leads)."""
+    return list(
+        uow.session.execute(
+            select(Agency)
+            .join(CaseParticipant, CaseParticipant.agency_code == Agency.code)
             .where(CaseParticipant.case_id == case.id)
             .order_by(CaseParticipant.id.desc())  # type: ignore[union-attr]
         ).scalars()
-        for code in codes:
-            agency = directory.agencies.get(code)
-            if agency is not None and agency.kind == kind:
-                return agency
-    return directory.agencies[case.owner_agency]
+    )
+
+
+def responsible_agency(uow: UnitOfWork, directory: Directory, case: Case, kind: str) -> Agency:
+    """The participating agency of ``kind`` that holds the case (the latest to join); else the owner."""
+    found = next((a for a in holders(uow, case) if a.kind == kind), None) if kind else None
+    return found or directory.agencies[case.owner_agency]
 
 
 def enqueue(

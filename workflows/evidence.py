@@ -33,7 +33,7 @@ from states.evidence import (
 )
 from states.lifecycle import CLOSED
 from workflows.cases import _agency, _is_participant, _readable_case, _visible, _visible_case
-from workflows.clockwork import local_iso, record_fact
+from workflows.clockwork import holders, local_iso, record_fact
 from workflows.uow import Deps, UnitOfWork
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -312,18 +312,8 @@ def hand_over(
 
 
 def _police_of(uow: UnitOfWork, case: Case, to_agency: str | None) -> Agency:
-    from models.tables import CaseParticipant
-
-    codes = list(
-        uow.session.execute(
-            select(CaseParticipant.agency_code)
-            .where(CaseParticipant.case_id == case.id)
-            .order_by(CaseParticipant.id.desc())  # type: ignore[union-attr]
-        ).scalars()
-    )
-    for code in codes:
-        agency = uow.session.get(Agency, code)
-        if agency is not None and agency.kind == "police" and (to_agency is None or code == to_agency):
+    for agency in holders(uow, case):
+        if agency.kind == "police" and (to_agency is None or agency.code == to_agency):
             return agency
     raise InvalidInput(
         f"case {case.case_no}: {to_agency or 'no police agency'} is not a police agency taking part in the case"

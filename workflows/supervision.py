@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from statemachine.exceptions import TransitionNotAllowed
 
-from models.tables import Agency, Case, CaseParticipant, Deadline, FiredAlert, Officer, Supervision
-from states.clocks import LEVELS, AutoListPolicy, level_rank, whole_days
+from models.tables import Agency, Case, Deadline, FiredAlert, Officer, Supervision
+from states.clocks import LEVELS, AutoListPolicy, alert_key, level_rank, whole_days
 from states.errors import InvalidInput, PermissionDenied, TransitionRefused
 from states.lifecycle import CLOSED
 from states.supervision import LEVEL_LABELS, SUPERVISION_STATE_LABELS, supervision_chart
 from workflows.cases import _covers, _readable_case, _visible_case
-from workflows.clockwork import SYSTEM_ACTOR, Directory, enqueue, local_iso, record_fact
+from workflows.clockwork import SYSTEM_ACTOR, Directory, enqueue, holders, local_iso, record_fact
 from workflows.uow import Deps, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -134,13 +134,9 @@ def _schedule_check(sup: Supervision, fired: set[str]) -> None:
         sup.next_check_at = None
         return
     times = [sup.next_report_due_at]
-    if _key("due", sup.due_at) not in fired:
+    if alert_key("due", sup.due_at) not in fired:
         times.append(sup.due_at)
     sup.next_check_at = min(times)
-
-
-def _key(kind: str, at: datetime) -> str:
-    return f"{kind}@{at.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
 
 
 def _notify(
@@ -208,16 +204,7 @@ def _listing_agency_at(directory: Directory, owner: Agency, level: str) -> Agenc
 
 def _handling_default(uow: UnitOfWork, directory: Directory, case: Case) -> Agency:
     """The agency that holds the case now: the latest participant, or the owner."""
-    code = (
-        uow.session.execute(
-            select(CaseParticipant.agency_code)
-            .where(CaseParticipant.case_id == case.id)
-            .order_by(CaseParticipant.id.desc())  # type: ignore[union-attr]
-        )
-        .scalars()
-        .first()
-    )
-    return directory.agencies.get(code or case.owner_agency) or directory.agencies[case.owner_agency]
+    return next(iter(holders(uow, case)), directory.agencies[case.owner_agency])
 
 
 def _create(
@@ -469,12 +456,12 @@ def check_supervision(
         missed: list[tuple[str, datetime]] = []
         if now >= sup.next_report_due_at:
             missed.append(("report_missed", sup.next_report_due_at))
-        if now >= sup.due_at and _key("due", sup.due_at) not in fired:
+        if now >= sup.due_at and alert_key("due", sup.due_at) not in fired:
             missed.append(("due_missed", sup.due_at))
         if not missed:
             break
         action, at = min(missed, key=lambda m: m[1])
-        key = _key("report" if action == "report_missed" else "due", at)
+        key = alert_key("report" if action == "report_missed" else "due", at)
         if key not in fired:
             sup.escalations += 1
             record = record_fact(
