@@ -58,6 +58,9 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Dep
         attachments_dir=attachments,
         supervision=settings.supervision,
         notifications=settings.notifications,
+        documents=settings.documents,
+        meetings=settings.meetings,
+        bulletins=settings.bulletins,
     )
 
 

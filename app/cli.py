@@ -441,9 +441,10 @@ from app.cli_clocks import register as _register_clock_commands  # noqa: E402
 
 _register_clock_commands(app)
 
-from app.cli_scheduler import scheduler_app  # noqa: E402
+from app.cli_scheduler import prefect_app, scheduler_app  # noqa: E402
 
 app.add_typer(scheduler_app, name="scheduler")
+app.add_typer(prefect_app, name="prefect")
 
 from app.cli_outbox import register as _register_outbox_commands  # noqa: E402
 
@@ -456,3 +457,17 @@ app.add_typer(evidence_app, name="evidence")
 from app.cli_appraisal import appraisal_app  # noqa: E402
 
 app.add_typer(appraisal_app, name="appraisal")
+
+from app.cli_documents import doc_app  # noqa: E402
+
+app.add_typer(doc_app, name="doc")
+
+from app.cli_meetings import action_app, consult_app, meeting_app  # noqa: E402
+
+app.add_typer(consult_app, name="consult")
+app.add_typer(meeting_app, name="meeting")
+app.add_typer(action_app, name="action")
+
+from app.cli_bulletins import bulletin_app  # noqa: E402
+
+app.add_typer(bulletin_app, name="bulletin")

@@ -10,7 +10,14 @@ from rich.table import Table
 
 from app.cli import AsOpt, AsReadOpt, JsonOpt, _deps, _emit, _errors, _parse_time, out
 from states.errors import InvalidInput
-from workflows.evidence import EvidenceView, add_evidence, hand_over, list_evidence, resolve_evidence
+from workflows.evidence import (
+    EvidenceView,
+    add_evidence,
+    hand_over,
+    list_evidence,
+    resolve_evidence,
+    verify_evidence_file,
+)
 
 evidence_app = typer.Typer(
     help="Evidence and its conversion at the hand-over to the police. 证据", no_args_is_help=True
@@ -97,6 +104,21 @@ def evidence_resolve(
     with _errors(as_json):
         view = resolve_evidence(_deps(), item_id, resolution, actor=actor, reason=reason)
         _emit(as_json, view.to_dict(), lambda: _table([view], f"{view.case_no} #{view.id}"))
+
+
+@evidence_app.command("verify")
+def evidence_verify(
+    item_id: int,
+    file: Annotated[Path, typer.Option("--file", help="The file presented for the item.")],
+    actor: AsOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a file against the item's registered SHA-256 (logged on its custody). 核验"""
+    with _errors(as_json):
+        view = verify_evidence_file(_deps(), item_id, file, actor=actor)
+        _emit(
+            as_json, view.to_dict(), lambda: out.print(f"evidence #{view.id}: {file.name} matches sha256 {view.sha256}")
+        )
 
 
 @evidence_app.command("list")

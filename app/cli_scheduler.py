@@ -66,9 +66,10 @@ def run() -> None:
                     job = scheduler.get_job(job_id)
                     if job is None:  # cannot happen: start_embedded adds every job
                         raise InvalidInput(f"the embedded scheduler has no job {job_id}; see the log")
-                    every = int(job.trigger.interval.total_seconds())
+                    interval = getattr(job.trigger, "interval", None)
+                    every = f"every {int(interval.total_seconds())} s" if interval else f"on {job.trigger}"
                     next_run = job.next_run_time.isoformat(timespec="seconds") if job.next_run_time else "—"
-                    lines.append(f"  {job_id} ({job.func_ref}) every {every} s, next at {next_run}")
+                    lines.append(f"  {job_id} ({job.func_ref}) {every}, next at {next_run}")
                 lines.append("Ctrl-C or SIGTERM stops it.")
                 out.print("\n".join(lines), highlight=False)
                 while not stop.wait(1.0):
@@ -131,12 +132,13 @@ class FlowName(StrEnum):
 
     DEADLINE_SWEEP = "deadline-sweep"
     OUTBOX_RELAY = "outbox-relay"
+    MEETING_PREPARATION = "meeting-preparation"
 
 
 @scheduler_app.command("flow-run")
 def flow_run(
     flow: Annotated[
-        FlowName, typer.Option("--flow", help="Which flow: deadline-sweep or outbox-relay.")
+        FlowName, typer.Option("--flow", help="Which flow: deadline-sweep, outbox-relay or meeting-preparation.")
     ] = FlowName.DEADLINE_SWEEP,
     now: Annotated[
         str | None, typer.Option("--now", help="Run as of this time (ISO; default: now). For catching up.")
@@ -159,6 +161,10 @@ def flow_run(
                 from workflows.flows.relay import outbox_relay
 
                 counts = asyncio.run(outbox_relay(config_path=config_path, now=at))
+            elif flow is FlowName.MEETING_PREPARATION:
+                from workflows.flows.meetings import meeting_preparation
+
+                counts = asyncio.run(meeting_preparation(config_path=config_path, now=at))
             else:
                 from workflows.flows.sweep import deadline_sweep
 
@@ -166,7 +172,9 @@ def flow_run(
         elapsed = time.perf_counter() - started
 
         def human() -> None:
-            if flow is FlowName.OUTBOX_RELAY:
+            if flow is FlowName.MEETING_PREPARATION:
+                summary = f"{counts['schedules']} schedule(s), {counts['created']} meeting(s) prepared"
+            elif flow is FlowName.OUTBOX_RELAY:
                 summary = (
                     f"{counts['claimed']} due, {counts['sent']} sent, {counts['retried']} to retry, "
                     f"{counts['parked']} parked"
@@ -182,4 +190,79 @@ def flow_run(
         _emit(as_json, counts, human)
 
 
-__all__ = ["scheduler_app"]
+# --- the scaled mode ---------------------------------------------------------------------------------------
+
+prefect_app = typer.Typer(
+    help="The scaled mode: the periodic jobs as Prefect deployments on a Prefect server. 分布式调度",
+    no_args_is_help=True,
+)
+
+
+def _scaled_config() -> str:
+    """The config path for the deployments; refuses without a Prefect server to talk to."""
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise InvalidInput(
+            "set PREFECT_API_URL to the Prefect server's API (e.g. http://127.0.0.1:4200/api; "
+            "start one with `prefect server start`)"
+        )
+    settings = _settings()
+    if settings.scheduler.mode != "prefect":
+        logging.getLogger("jointcase").warning(
+            'scheduler.mode is %r: set it to "prefect" so that `jointcase serve` does not run the jobs too',
+            settings.scheduler.mode,
+        )
+    if not has_schema(deps_for(str(settings.config_path)).engine):
+        raise InvalidInput(_NOT_INITIALISED)
+    return str(settings.config_path)
+
+
+@prefect_app.command("deploy")
+def prefect_deploy(as_json: JsonOpt = False) -> None:
+    """Register the deployments (deadline sweep, outbox relay, meeting preparation, bulletins) with their
+    schedules from config.toml on the Prefect server; `jointcase prefect serve` (or a worker) runs them."""
+    with _errors(as_json):
+        config_path = _scaled_config()
+        from workflows.flows.sweep import scaled_deployments
+
+        rows = []
+        with _log_to_stderr("workflows"):
+            for deployment in scaled_deployments(config_path):
+                deployment_id = deployment.apply()
+                schedules = [
+                    str(getattr(s.schedule, "interval", None) or getattr(s.schedule, "cron", ""))
+                    for s in deployment.schedules
+                ]
+                rows.append(
+                    {
+                        "name": deployment.name,
+                        "flow": deployment.flow_name,
+                        "id": str(deployment_id),
+                        "schedules": schedules,
+                    }
+                )
+
+        def human() -> None:
+            table = Table(title="Prefect deployments")
+            for col in ("flow/deployment", "schedule", "id"):
+                table.add_column(col)
+            for row in rows:
+                table.add_row(f"{row['flow']}/{row['name']}", ", ".join(row["schedules"]), row["id"])
+            out.print(table)
+
+        _emit(as_json, rows, human)
+
+
+@prefect_app.command("serve")
+def prefect_serve() -> None:
+    """Serve the deployments: run each flow on its schedule until SIGTERM (one process per machine)."""
+    with _errors(False):
+        config_path = _scaled_config()
+        from workflows.flows.sweep import serve_deployments
+
+        with _log_to_stderr("workflows", "prefect"):
+            serve_deployments(config_path)
+
+
+__all__ = ["prefect_app", "scheduler_app"]

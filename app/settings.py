@@ -32,9 +32,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from notifications.bulletins import BulletinSettings
 from notifications.channels import valid_address
 from notifications.config import NotificationSettings
+from notifications.documents import DocumentSettings
 from states.clocks import ClockRule, Extension, SupervisionPolicy, validate_rules
+from states.meeting import MeetingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +227,9 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     supervision: SupervisionPolicy = Field(default_factory=SupervisionPolicy)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    documents: DocumentSettings = Field(default_factory=DocumentSettings)
+    meetings: MeetingSettings = Field(default_factory=MeetingSettings)
+    bulletins: BulletinSettings = Field(default_factory=BulletinSettings)
     agencies: list[AgencyConfig] = Field(min_length=1)
     officers: list[OfficerConfig]
     clocks: dict[str, ClockRule]  # each rule's ``id`` is its key
@@ -495,6 +501,31 @@ def _cross_check(data: Mapping[str, Any], sources: _Sources) -> list[str]:
         for j, code in enumerate(hook.get("agencies", []) if isinstance(hook, dict) else []):
             if isinstance(code, str) and isinstance(agencies, list) and code not in codes:
                 report(("notifications", "webhooks", i, "agencies", j), f"unknown agency {code!r}")
+
+    meetings = data.get("meetings")
+    schedules = meetings.get("schedules") if isinstance(meetings, dict) else None
+    schedule_ids: dict[str, int] = {}
+    for i, schedule in enumerate(schedules if isinstance(schedules, list) else []):
+        if not isinstance(schedule, dict):
+            continue
+        schedule_id = schedule.get("id")
+        if isinstance(schedule_id, str):
+            if schedule_id in schedule_ids:
+                report(("meetings", "schedules", i, "id"), f"duplicate schedule id {schedule_id!r}")
+            schedule_ids.setdefault(schedule_id, i)
+        refs = [("convening_agency", schedule.get("convening_agency"))] + [
+            (("invited", j), code) for j, code in enumerate(_names(schedule.get("invited")))
+        ]
+        for where, code in refs:
+            if isinstance(code, str) and isinstance(agencies, list) and code not in codes:
+                loc = ("meetings", "schedules", i, *(where if isinstance(where, tuple) else (where,)))
+                report(loc, f"unknown agency {code!r} (not a code in [[agencies]])")
+
+    bulletins = data.get("bulletins")
+    subscribers = bulletins.get("subscribers") if isinstance(bulletins, dict) else None
+    for i, name in enumerate(subscribers if isinstance(subscribers, list) else []):
+        if isinstance(name, str) and isinstance(officers, list) and name not in usernames:
+            report(("bulletins", "subscribers", i), f"unknown officer {name!r} (not a username in [[officers]])")
 
     clocks = data.get("clocks")
     rules: dict[str, ClockRule] = {}

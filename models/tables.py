@@ -262,6 +262,7 @@ class OutboxMessage(SQLModel, table=True):
     subject: str
     body: str
     body_html: str = ""  # autoescaped HTML alternative (email), empty for plain-only kinds
+    ics: str = ""  # an iCalendar invitation sent with the email (meeting notices), empty for the rest
     template: str = Field(max_length=100)
     template_version: str = Field(max_length=64)
     lang: str = Field(default="zh", max_length=5)
@@ -354,3 +355,162 @@ class CustodyEntry(SQLModel, table=True):
     at: datetime
     seal_no: str = Field(default="", max_length=60)
     note: str = ""
+
+
+class DocumentNumberSequence(SQLModel, table=True):
+    """The last document number (文号) issued per agency and year."""
+
+    __tablename__ = "document_number_sequences"
+
+    agency_code: str = Field(primary_key=True, foreign_key="agencies.code", max_length=40)
+    year: int = Field(primary_key=True)
+    last: int = 0
+
+
+class GeneratedDocument(SQLModel, table=True):
+    """One version of an official document generated from a case (HTML kept; its hash is the identity).
+
+    The 文号 is issued once per (case, kind, subject) and kept by every later version; a new version is
+    stored only when the rendered content changed.
+    """
+
+    __tablename__ = "generated_documents"
+    __table_args__ = (UniqueConstraint("case_id", "kind", "subject_key", "version", name="uq_document_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="cases.id", index=True)
+    kind: str = Field(max_length=40)
+    subject_key: str = Field(default="", max_length=40)  # e.g. "supervision:3"; "" for one per case
+    version: int
+    doc_no: str = Field(max_length=80)
+    issuing_agency: str = Field(foreign_key="agencies.code", max_length=40)
+    recipient_agency: str = Field(default="", max_length=40)
+    title: str
+    template_version: str = Field(max_length=64)
+    sha256: str = Field(max_length=64, index=True)
+    html: str
+    generated_by: str = Field(max_length=40)
+    generated_at: datetime
+
+
+class Meeting(SQLModel, table=True):
+    """A regular joint meeting (联席会议) or a case consultation (案件会商), with its invitation and minutes."""
+
+    __tablename__ = "meetings"
+    __table_args__ = (
+        # The preparation flow creates one meeting per schedule and period, however often it runs.
+        Index(
+            "uq_meeting_period",
+            "schedule_id",
+            "period_key",
+            unique=True,
+            sqlite_where=text("period_key != ''"),
+            postgresql_where=text("period_key != ''"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=20)  # joint_meeting | consultation
+    schedule_id: str = Field(default="", max_length=40)  # the [[meetings.schedules]] id, "" when scheduled by hand
+    period_key: str = Field(default="", max_length=20)  # e.g. 2026-Q4; "" for a consultation
+    uid: str = Field(unique=True, max_length=80)  # the iCalendar UID
+    sequence: int = 0  # the iCalendar SEQUENCE: grows with every move or cancellation
+    title: str
+    starts_at: datetime = Field(index=True)
+    ends_at: datetime
+    place: str = ""
+    video_link: str = ""
+    convening_agency: str = Field(foreign_key="agencies.code", max_length=40)
+    invited: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    state: str = Field(index=True, max_length=20)
+    attendance: dict[str, list[str]] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    minutes: str = ""
+    minutes_by: str = Field(default="", max_length=40)
+    minutes_at: datetime | None = None
+    cancel_reason: str = ""
+    created_by: str = Field(max_length=40)
+    created_at: datetime
+    updated_at: datetime
+
+
+class AgendaItem(SQLModel, table=True):
+    """One item of a meeting's agenda, often about a case."""
+
+    __tablename__ = "agenda_items"
+
+    id: int | None = Field(default=None, primary_key=True)
+    meeting_id: int = Field(foreign_key="meetings.id", index=True)
+    position: int
+    kind: str = Field(max_length=30)
+    case_id: int | None = Field(default=None, foreign_key="cases.id")
+    ref_id: int | None = None  # the consultation request, deadline, supervision or action item it is about
+    title: str
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class ConsultationRequest(SQLModel, table=True):
+    """A handler's request to consult the other agencies on a case (案件会商申请)."""
+
+    __tablename__ = "consultation_requests"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="cases.id", index=True)
+    topic: str = Field(max_length=30)
+    question: str
+    requested_by: str = Field(max_length=40)
+    agency_code: str = Field(foreign_key="agencies.code", max_length=40)
+    requested_at: datetime
+    state: str = Field(index=True, max_length=20)  # open | scheduled | resolved
+    meeting_id: int | None = Field(default=None, foreign_key="meetings.id")
+    resolution: str = ""
+    resolved_at: datetime | None = None
+
+
+class ActionItem(SQLModel, table=True):
+    """A resolution of a meeting that an agency must carry out by a date (议定事项)."""
+
+    __tablename__ = "action_items"
+    __table_args__ = (
+        Index(
+            "ix_action_items_open_due",
+            "due_at",
+            sqlite_where=text("state = 'open'"),
+            postgresql_where=text("state = 'open'"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    meeting_id: int = Field(foreign_key="meetings.id", index=True)
+    case_id: int | None = Field(default=None, foreign_key="cases.id", index=True)
+    text: str
+    owner_agency: str = Field(foreign_key="agencies.code", max_length=40)
+    due_at: datetime
+    state: str = Field(max_length=10)  # open | done
+    escalations: int = 0
+    escalated_for: datetime | None = None  # the due date whose miss was escalated (once per due date)
+    created_at: datetime
+    done_at: datetime | None = None
+    done_by: str = Field(default="", max_length=40)
+    done_note: str = ""
+
+
+class Bulletin(SQLModel, table=True):
+    """The information bulletin (信息通报) of one month or quarter: its figures, HTML and content hash.
+
+    One row per period; a new ``version`` replaces it only when the content changed (the HTML is a
+    function of the data and the template, never of the time it was made, so its SHA-256 identifies it).
+    """
+
+    __tablename__ = "bulletins"
+
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(unique=True, max_length=10)  # 2026-10 | 2026-Q4
+    kind: str = Field(max_length=10)  # monthly | quarterly
+    version: int = 1  # grows by one each time the content changes
+    figures: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    html: str
+    sha256: str = Field(max_length=64)
+    template_version: str = Field(max_length=64)
+    generated_at: datetime
+    generated_by: str = Field(max_length=40)  # an officer's username, or "system"
+    notified_at: datetime | None = None  # when this version was queued to the subscribers (None: not yet)

@@ -67,6 +67,7 @@ class Outgoing:
     lang: str
     created_at: datetime
     attempts: int
+    ics: str = ""  # an iCalendar invitation (meeting notices), sent as a text/calendar part
 
 
 def valid_address(address: str) -> bool:
@@ -161,6 +162,16 @@ class EmailChannel:
             email.set_content(msg.body)
             if msg.body_html:
                 email.add_alternative(msg.body_html, subtype="html")
+            if msg.ics:
+                # METHOD inside the calendar (REQUEST or CANCEL) tells mail clients what to do with it.
+                method = "CANCEL" if "METHOD:CANCEL" in msg.ics else "REQUEST"
+                email.add_attachment(
+                    msg.ics.encode("utf-8"),
+                    maintype="text",
+                    subtype="calendar",
+                    filename="invite.ics",
+                    params={"method": method, "charset": "utf-8"},
+                )
         except (ValueError, IndexError, AttributeError, HeaderParseError) as exc:
             raise PermanentError(f"the message cannot be built: {type(exc).__name__}: {exc}") from None
         if self._down is not None:

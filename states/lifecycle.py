@@ -476,7 +476,15 @@ RECORD_EVENT_LABELS: dict[str, tuple[str, str]] = {
     "evidence_registered": ("登记证据", "Evidence registered"),
     "evidence_handed_over": ("移交证据", "Evidence handed over"),
     "evidence_resolved": ("证据审查处理", "Evidence decided"),
+    "evidence_verified": ("证据文件核验", "Evidence file verified"),
     "appraisal_received": ("鉴定机构受理", "Appraisal accepted by the institution"),
+    "consultation_requested": ("申请案件会商", "Consultation requested"),
+    "consultation_scheduled": ("会商已安排", "Consultation scheduled"),
+    "consultation_cancelled": ("会商取消", "Consultation cancelled"),
+    "consultation_resolved": ("会商意见", "Consultation resolved"),
+    "meeting_resolution": ("会议议定事项", "Meeting resolution"),
+    "action_item_done": ("议定事项完成", "Action item done"),
+    "action_item_missed": ("议定事项逾期", "Action item overdue"),
 }
 """Audit-log entries that are not chart events: intake, and facts recorded without moving the case."""
 

@@ -322,21 +322,23 @@ def sync_directory(deps: Deps, agencies: list[dict[str, Any]], officers: list[di
 # --- open -----------------------------------------------------------------------------------------
 
 
-def _next_case_no(deps: Deps, uow: UnitOfWork, agency: Agency, received_at: datetime) -> str:
-    year = received_at.astimezone(SHANGHAI).year
+def next_in_sequence(deps: Deps, uow: UnitOfWork, table: Any, agency_code: str, year: int) -> int:
+    """The next number of a per-agency, per-year counter table (case numbers, 文号), counted in the caller's
+    transaction: the row is created if missing without racing another issuer, then locked (PostgreSQL)."""
     insert = sqlite_insert if is_sqlite(deps.engine) else pg_insert
-    # Create the counter row if missing without racing another opener, then lock it.
-    uow.session.execute(
-        insert(CaseNumberSequence).values(agency_code=agency.code, year=year, last=0).on_conflict_do_nothing()
-    )
-    stmt: Any = select(CaseNumberSequence).where(
-        CaseNumberSequence.agency_code == agency.code, CaseNumberSequence.year == year
-    )
+    uow.session.execute(insert(table).values(agency_code=agency_code, year=year, last=0).on_conflict_do_nothing())
+    stmt: Any = select(table).where(table.agency_code == agency_code, table.year == year)
     if not is_sqlite(deps.engine):
         stmt = stmt.with_for_update()
-    seq_row = uow.session.execute(stmt).scalar_one()
-    seq_row.last += 1
-    return deps.case_number_format.format(agency=agency.code, year=year, seq=seq_row.last)
+    counter = uow.session.execute(stmt).scalar_one()
+    counter.last += 1
+    return int(counter.last)
+
+
+def _next_case_no(deps: Deps, uow: UnitOfWork, agency: Agency, received_at: datetime) -> str:
+    year = received_at.astimezone(SHANGHAI).year
+    seq = next_in_sequence(deps, uow, CaseNumberSequence, agency.code, year)
+    return deps.case_number_format.format(agency=agency.code, year=year, seq=seq)
 
 
 def open_case(

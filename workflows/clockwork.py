@@ -194,17 +194,23 @@ def responsible_agency(uow: UnitOfWork, directory: Directory, case: Case, kind: 
 def enqueue(
     deps: Deps,
     uow: UnitOfWork,
-    case: Case,
+    case: Case | None,
     recipients: list[Officer],
     *,
     template: str,
     dedupe_prefix: str,
     at: datetime,
+    agencies: set[str] | None = None,
+    ics: str = "",
     **variables: Any,
 ) -> int:
     """Queue ``template`` for each recipient on each of their channels, rendered now (a missing variable
     fails the caller's transaction), and for each webhook subscribed to this kind and case. Returns how
     many officers were addressed.
+
+    ``case`` is None for a notice about no single case (a meeting, a bulletin): webhooks then match on
+    ``agencies`` (the agencies concerned; None: every webhook of the kind). ``ics``: a calendar invitation
+    sent with the emails.
 
     An officer whose email channel has no valid address gets a ``dead`` row saying so (and a warning):
     reported in the delivery audit, never silently skipped. Keys already queued in this transaction
@@ -223,36 +229,40 @@ def enqueue(
                 continue
             queued.add(key)
             row = _outbox_row(case, template, channel, key, officer.email, officer.username, rendered, at)
+            if channel == "email":
+                row.ics = ics
             if channel == "email" and not valid_address(officer.email or ""):
                 row.status = "dead"
                 row.last_error = f"officer {officer.username} has no valid email address"
-                log.warning("case %s: %s; %s not sent by email", case.case_no, row.last_error, template)
+                log.warning("%s: %s; %s not sent by email", case.case_no if case else "-", row.last_error, template)
             uow.session.add(row)
     # Subscribed systems get every notice of their cases, even one no officer of theirs receives.
-    _enqueue_webhooks(deps, uow, case, template, dedupe_prefix, at, queued, variables)
+    _enqueue_webhooks(deps, uow, case, template, dedupe_prefix, at, queued, variables, agencies)
     return len(addressed)
 
 
 def _enqueue_webhooks(
     deps: Deps,
     uow: UnitOfWork,
-    case: Case,
+    case: Case | None,
     template: str,
     dedupe_prefix: str,
     at: datetime,
     queued: set[str],
     variables: dict[str, Any],
+    agencies: set[str] | None = None,
 ) -> None:
     hooks = deps.notifications.webhooks
     if not hooks:
         return
-    participants = set(
-        uow.session.execute(select(CaseParticipant.agency_code).where(CaseParticipant.case_id == case.id)).scalars()
-    )
+    if case is not None:
+        agencies = set(
+            uow.session.execute(select(CaseParticipant.agency_code).where(CaseParticipant.case_id == case.id)).scalars()
+        )
     for hook in hooks:
         if hook.kinds and template not in hook.kinds:
             continue
-        if hook.agencies and not participants & set(hook.agencies):
+        if hook.agencies and agencies is not None and not agencies & set(hook.agencies):
             continue
         key = f"{dedupe_prefix}:webhook:{hook.name}"
         if key in queued:
@@ -263,7 +273,7 @@ def _enqueue_webhooks(
 
 
 def _outbox_row(
-    case: Case,
+    case: Case | None,
     template: str,
     channel: str,
     key: str,
@@ -274,7 +284,7 @@ def _outbox_row(
 ) -> OutboxMessage:
     return OutboxMessage(
         dedupe_key=key,
-        case_id=case.id,
+        case_id=case.id if case else None,
         kind=template,
         channel=channel,
         recipient=recipient,

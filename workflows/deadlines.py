@@ -37,6 +37,7 @@ from workflows.clockwork import (
     refresh_next_alert,
     responsible_agency,
 )
+from workflows.meetings import fire_overdue_action_items
 from workflows.supervision import auto_list, check_supervision
 from workflows.uow import Deps, UnitOfWork
 
@@ -57,6 +58,7 @@ class SweepResult:
     missed: int = 0
     auto_listed: int = 0
     escalations: int = 0
+    action_items: int = 0  # overdue meeting resolutions escalated
     notifications: int = 0
     cases: int = 0
     batches: int = 0
@@ -64,7 +66,7 @@ class SweepResult:
     @property
     def fired(self) -> int:
         """Every alert fired."""
-        return self.reminders + self.missed + self.auto_listed + self.escalations
+        return self.reminders + self.missed + self.auto_listed + self.escalations + self.action_items
 
     def to_dict(self) -> dict[str, int]:
         """A JSON-ready dict."""
@@ -113,14 +115,18 @@ def fire_due_deadlines(
             # SQLite has one writer: leave a gap between batches so a handler's transition waiting on the
             # lock gets in, instead of a long sweep holding it batch after batch.
             time.sleep(SQLITE_BATCH_GAP)
+    # Meeting resolutions have due dates too: a missed one escalates like a statutory deadline.
+    result.action_items = fire_overdue_action_items(deps, now)
     if result.fired:
         log.info(
-            "sweep: %s reminder(s), %s miss(es), %s auto-listing(s), %s escalation(s) on %s case(s)",
+            "sweep: %s reminder(s), %s miss(es), %s auto-listing(s), %s escalation(s) on %s case(s), "
+            "%s overdue action item(s)",
             result.reminders,
             result.missed,
             result.auto_listed,
             result.escalations,
             result.cases,
+            result.action_items,
         )
     return result
 

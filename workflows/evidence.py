@@ -368,6 +368,46 @@ def resolve_evidence(deps: Deps, item_id: int, resolution: str, *, actor: str, r
         return view
 
 
+def verify_evidence_file(deps: Deps, item_id: int, path: Path, *, actor: str) -> EvidenceView:
+    """Check a file presented again for an item (on receipt, before an appraisal) against its registered
+    SHA-256; a match is a ``verified`` custody entry and a fact on the case's audit log, a mismatch is refused
+    and nothing is written."""
+    if not path.is_file():
+        raise InvalidInput(f"file not found: {path}")
+    digest = _sha256_of(path)
+    with UnitOfWork(deps) as uow:
+        officer = uow.officer(actor)
+        item = uow.session.get(EvidenceItem, item_id)
+        case = uow.session.get(Case, item.case_id) if item else None
+        if item is None or case is None or not _visible(uow, case, officer):
+            raise InvalidInput(f"no evidence #{item_id}")
+        case, officer = _visible_case(uow, case.case_no, actor, lock=True)
+        if not _is_participant(uow, case, officer.agency_code):
+            raise PermissionDenied(f"case {case.case_no}: {officer.agency_code} does not take part in this case")
+        if not item.sha256:
+            raise InvalidInput(f"case {case.case_no}: evidence #{item_id} was registered without a file hash")
+        if digest != item.sha256:
+            raise InvalidInput(
+                f"case {case.case_no}: {path.name} does not match evidence #{item_id} ({item.title}): SHA-256 "
+                f"{digest[:12]}… found, {item.sha256[:12]}… registered; it is not the file that was collected"
+            )
+        now = deps.now()
+        _custody(uow, item, "verified", actor, now, note=f"{path.name} sha256 {digest}")
+        record_fact(
+            uow,
+            case,
+            "evidence_verified",
+            actor=actor,
+            actor_agency=officer.agency_code,
+            effective=now,
+            recorded=now,
+            payload={"item": item.id, "file_name": path.name, "sha256": digest},
+        )
+        view = _view(deps, case, item)
+        uow.commit()
+        return view
+
+
 def list_evidence(deps: Deps, case_no: str, *, actor: str | None = None) -> list[EvidenceView]:
     """The case's evidence items with their custody logs, in registration order."""
     with UnitOfWork(deps, read_only=True) as uow:

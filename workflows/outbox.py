@@ -96,6 +96,7 @@ def _claim(deps: Deps, token: str, now: datetime, batch_size: int) -> list[Outgo
                 subject=row.subject,
                 body=row.body,
                 body_html=row.body_html,
+                ics=row.ics,
                 lang=row.lang,
                 created_at=row.created_at,
                 attempts=row.attempts,

@@ -20,10 +20,13 @@ from sqlmodel import Session
 
 from models.db import SQLITE_BEGIN, is_sqlite, session_factory
 from models.tables import Case, Officer
+from notifications.bulletins import BulletinSettings
 from notifications.config import NotificationSettings
+from notifications.documents import DocumentSettings
 from states.calendar import WorkCalendar
 from states.clocks import ClockRule, SupervisionPolicy
 from states.errors import CaseNotFound, UnknownActor
+from states.meeting import MeetingSettings
 
 
 def utc_now() -> datetime:
@@ -49,6 +52,9 @@ class Deps:
     lang: str = "zh"
     supervision: SupervisionPolicy = field(default_factory=SupervisionPolicy)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    documents: DocumentSettings = field(default_factory=DocumentSettings)
+    meetings: MeetingSettings = field(default_factory=MeetingSettings)
+    bulletins: BulletinSettings = field(default_factory=BulletinSettings)
     sessions: sessionmaker[Session] = field(init=False)
 
     def __post_init__(self) -> None:

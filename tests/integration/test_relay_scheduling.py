@@ -39,7 +39,11 @@ from tests.integration.test_scheduling import (  # noqa: F401 (pytest fixtures: 
     wait_for,
 )
 from workflows.flows.scheduler import (
+    BULLETIN_JOB_FUNC,
+    BULLETIN_JOB_ID,
     JOB_IDS,
+    MEETING_JOB_FUNC,
+    MEETING_JOB_ID,
     RELAY_JOB_FUNC,
     RELAY_JOB_ID,
     SWEEP_JOB_FUNC,
@@ -201,11 +205,13 @@ def test_both_jobs_are_stored_once_under_stable_ids(tmp_path: Path) -> None:
         assert sorted(j.id for j in scheduler.get_jobs()) == sorted(JOB_IDS)
         stop_embedded(scheduler)
     assert deps is not None
-    assert job_rows(db) == sorted([SWEEP_JOB_ID, RELAY_JOB_ID]) == ["deadline_sweep", "outbox_relay"]
+    assert job_rows(db) == sorted(JOB_IDS)
+    assert sorted(JOB_IDS) == ["deadline_sweep", "information_bulletin", "meeting_preparation", "outbox_relay"]
     jobs = {j.id: j for j in stored_jobs(deps)}
     for job_id, func, trigger in (
         (SWEEP_JOB_ID, SWEEP_JOB_FUNC, "interval[0:30:00]"),
         (RELAY_JOB_ID, RELAY_JOB_FUNC, "interval[0:00:45]"),
+        (MEETING_JOB_ID, MEETING_JOB_FUNC, "interval[1:00:00]"),  # [meetings] prepare_every_seconds
     ):
         job = jobs[job_id]
         assert (job.func, job.args, job.trigger) == (func, [str(config)], trigger)
@@ -266,7 +272,16 @@ def test_scaled_deployments_serve_the_sweep_and_the_relay(tmp_path: Path) -> Non
 
     config, _db = sqlite_config(tmp_path)
     by_name = {d.name: d for d in scaled_deployments(str(config))}  # intervals from config.toml: 60 s and 30 s
-    assert sorted(by_name) == ["deadline-sweep", "outbox-relay"]
+    assert sorted(by_name) == [
+        "deadline-sweep",
+        "information-bulletin",
+        "information-bulletin-quarterly",
+        "meeting-preparation",
+        "outbox-relay",
+    ]
+    meetings = by_name["meeting-preparation"]
+    assert meetings.entrypoint == "workflows.flows.meetings.meeting_preparation"
+    assert [s.schedule.interval for s in meetings.schedules] == [timedelta(seconds=3600)]
     relay = by_name["outbox-relay"]
     assert (relay.flow_name, relay.parameters) == ("outbox-relay", {"config_path": str(config)})
     assert relay.entrypoint == "workflows.flows.relay.outbox_relay"
@@ -274,7 +289,7 @@ def test_scaled_deployments_serve_the_sweep_and_the_relay(tmp_path: Path) -> Non
     assert [s.schedule.interval for s in by_name["deadline-sweep"].schedules] == [timedelta(seconds=60)]
     assert relay.concurrency_limit == 1
     explicit = scaled_deployments(str(config), 300, 5)
-    assert [[s.schedule.interval for s in d.schedules] for d in explicit] == [
+    assert [[s.schedule.interval for s in d.schedules] for d in explicit[:2]] == [
         [timedelta(seconds=300)],
         [timedelta(seconds=5)],
     ]
@@ -292,6 +307,8 @@ def test_cli_lists_both_jobs_and_runs_the_relay_flow(tmp_path: Path, smtp: tuple
     listed = json.loads(cli(config, "scheduler", "jobs", "--json").stdout)
     assert sorted((j["id"], j["func"], j["trigger"]) for j in listed) == [
         (SWEEP_JOB_ID, SWEEP_JOB_FUNC, "interval[0:01:00]"),
+        (BULLETIN_JOB_ID, BULLETIN_JOB_FUNC, "cron[day='1', hour='8', minute='0']"),
+        (MEETING_JOB_ID, MEETING_JOB_FUNC, "interval[1:00:00]"),
         (RELAY_JOB_ID, RELAY_JOB_FUNC, "interval[0:00:30]"),
     ]
     human = cli(config, "scheduler", "jobs").stdout

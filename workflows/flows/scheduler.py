@@ -1,8 +1,10 @@
 """The embedded scheduler: APScheduler runs the periodic jobs inside one process (``scheduler.mode = "embedded"``).
 
-Two jobs: ``deadline_sweep`` (``workflows.deadlines.fire_due_deadlines`` every ``scheduler.sweep_every_seconds``)
-and ``outbox_relay`` (``workflows.outbox.relay_outbox`` every ``notifications.relay_every_seconds``). Both
-always run together: a stored job is not dropped by leaving it out of a later start, so neither is optional.
+The jobs: ``deadline_sweep`` (``workflows.deadlines.fire_due_deadlines`` every ``scheduler.sweep_every_seconds``),
+``outbox_relay`` (``workflows.outbox.relay_outbox`` every ``notifications.relay_every_seconds``) and
+``meeting_preparation`` (``workflows.meetings.prepare_due_meetings`` every ``meetings.prepare_every_seconds``)
+and ``information_bulletin`` (``workflows.bulletins.generate_bulletin`` on the 1st at 08:00 Beijing time).
+They always run together: a stored job is not dropped by leaving it out of a later start, so neither is optional.
 
 Jobs live in APScheduler's own table ``apscheduler_jobs`` in the application's database, under stable ids,
 added with ``replace_existing`` (so each start rewrites the stored job, coalesce and misfire settings
@@ -31,14 +33,17 @@ from typing import Any
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, inspect
 
 from app.settings import ConfigError, Settings, load_settings
 from models.db import SQLITE_BEGIN, make_engine
 from states.calendar import SHANGHAI
+from workflows.bulletins import generate_bulletin, previous_period
 from workflows.deadlines import fire_due_deadlines
 from workflows.flows.runtime import deps_for
+from workflows.meetings import prepare_due_meetings
 from workflows.outbox import relay_outbox
 from workflows.uow import Deps
 
@@ -49,8 +54,12 @@ SWEEP_JOB_ID = "deadline_sweep"
 SWEEP_JOB_FUNC = "workflows.flows.scheduler:run_sweep_job"
 RELAY_JOB_ID = "outbox_relay"
 RELAY_JOB_FUNC = "workflows.flows.scheduler:run_relay_job"
+MEETING_JOB_ID = "meeting_preparation"
+MEETING_JOB_FUNC = "workflows.flows.scheduler:run_meeting_job"
+BULLETIN_JOB_ID = "information_bulletin"
+BULLETIN_JOB_FUNC = "workflows.flows.scheduler:run_bulletin_job"
 #: The stored jobs' ids, in the order ``jointcase scheduler run`` lists them.
-JOB_IDS: tuple[str, ...] = (SWEEP_JOB_ID, RELAY_JOB_ID)
+JOB_IDS: tuple[str, ...] = (SWEEP_JOB_ID, RELAY_JOB_ID, MEETING_JOB_ID, BULLETIN_JOB_ID)
 
 
 def _run_job(
@@ -89,10 +98,28 @@ def run_relay_job(config_path: str | None) -> dict[str, int] | None:
     return _run_job("outbox relay", lambda deps: relay_outbox(deps).to_dict(), config_path, "claimed")
 
 
+def run_meeting_job(config_path: str | None) -> dict[str, int] | None:
+    """The embedded meeting job: prepare each schedule's next joint meeting once its notice period began."""
+    return _run_job("meeting preparation", prepare_due_meetings, config_path, "created")
+
+
+def _bulletins(deps: Deps) -> dict[str, int]:
+    # The month just ended, and on a quarter's first day the quarter just ended too.
+    now = deps.now()
+    kinds = ["monthly"] + (["quarterly"] if now.astimezone(SHANGHAI).month in (1, 4, 7, 10) else [])
+    views = [generate_bulletin(deps, previous_period(now, kind)) for kind in kinds]
+    return {"bulletins": len(views), "sent": sum(1 for v in views if v.notified)}
+
+
+def run_bulletin_job(config_path: str | None) -> dict[str, int] | None:
+    """The embedded bulletin job (the 1st at 08:00): generate and send the bulletins of the period ended."""
+    return _run_job("information bulletin", _bulletins, config_path, "sent")
+
+
 def build_scheduler(
     config_path: str | None, deps: Deps, every_seconds: int, relay_every_seconds: int | None = None
 ) -> BackgroundScheduler:
-    """A scheduler (not started) with both jobs in the database's job store: the deadline sweep every
+    """A scheduler (not started) with every job in the database's job store: the deadline sweep every
     ``every_seconds`` and the outbox relay every ``relay_every_seconds`` (default: the deps'
     ``notifications.relay_every_seconds``).
 
@@ -103,6 +130,19 @@ def build_scheduler(
     relay_every = deps.notifications.relay_every_seconds if relay_every_seconds is None else relay_every_seconds
     _add_job(scheduler, SWEEP_JOB_ID, SWEEP_JOB_FUNC, "deadline sweep 期限巡检", config_path, every_seconds)
     _add_job(scheduler, RELAY_JOB_ID, RELAY_JOB_FUNC, "outbox relay 通知投递", config_path, relay_every)
+    meeting_every = deps.meetings.prepare_every_seconds
+    _add_job(scheduler, MEETING_JOB_ID, MEETING_JOB_FUNC, "meeting preparation 会议筹备", config_path, meeting_every)
+    scheduler.add_job(
+        BULLETIN_JOB_FUNC,
+        trigger=CronTrigger(day=1, hour=8, minute=0, timezone=SHANGHAI),
+        args=[config_path],
+        id=BULLETIN_JOB_ID,
+        name="information bulletin 信息通报",
+        replace_existing=True,
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=None,
+    )
     return scheduler
 
 

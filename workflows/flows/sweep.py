@@ -114,30 +114,37 @@ def sweep_deployment(config_path: str | None, every_seconds: int) -> RunnerDeplo
 def scaled_deployments(
     config_path: str | None, every_seconds: int | None = None, relay_every_seconds: int | None = None
 ) -> list[RunnerDeployment]:
-    """Every deployment of the scaled mode: the deadline sweep and the outbox relay.
+    """Every deployment of the scaled mode: the deadline sweep, the outbox relay, meeting preparation and
+    the information bulletins, with the schedules of ``config_path``.
 
-    The intervals default to ``[scheduler] sweep_every_seconds`` and ``[notifications] relay_every_seconds``
-    of ``config_path`` (read only when one is missing).
+    The sweep and relay intervals default to ``[scheduler] sweep_every_seconds`` and ``[notifications]
+    relay_every_seconds``; meeting preparation looks every ``[meetings] prepare_every_seconds``; the
+    bulletins run on the 1st at 08:00 (Beijing) for the month, and the quarter, just ended.
     """
-    from workflows.flows.relay import relay_deployment  # relay imports this module's helpers
+    from workflows.flows.bulletin import bulletin_deployment  # these import this module's helpers
+    from workflows.flows.meetings import meeting_deployment
+    from workflows.flows.relay import relay_deployment
 
-    if every_seconds is None or relay_every_seconds is None:
-        settings = load_settings(config_path)
-        if every_seconds is None:
-            every_seconds = settings.scheduler.sweep_every_seconds
-        if relay_every_seconds is None:
-            relay_every_seconds = settings.notifications.relay_every_seconds
-    return [sweep_deployment(config_path, every_seconds), relay_deployment(config_path, relay_every_seconds)]
+    settings = load_settings(config_path)
+    if every_seconds is None:
+        every_seconds = settings.scheduler.sweep_every_seconds
+    if relay_every_seconds is None:
+        relay_every_seconds = settings.notifications.relay_every_seconds
+    return [
+        sweep_deployment(config_path, every_seconds),
+        relay_deployment(config_path, relay_every_seconds),
+        meeting_deployment(config_path, settings.meetings.prepare_every_seconds),
+        bulletin_deployment(config_path, kind="monthly"),
+        bulletin_deployment(config_path, kind="quarterly"),
+    ]
 
 
 def serve_deployments(
     config_path: str | None, every_seconds: int | None = None, relay_every_seconds: int | None = None
 ) -> None:
-    """Serve the sweep and relay deployments against ``PREFECT_API_URL`` until SIGTERM (scaled mode).
+    """Serve every scaled-mode deployment against ``PREFECT_API_URL`` until SIGTERM.
 
-    ``every_seconds`` defaults to ``[scheduler] sweep_every_seconds``, ``relay_every_seconds`` to
-    ``[notifications] relay_every_seconds``. ``config_path`` must name the config file as this machine
-    sees it; every flow run reads it.
+    ``config_path`` must name the config file as this machine sees it; every flow run reads it.
     """
     serve(*scaled_deployments(config_path, every_seconds, relay_every_seconds))
 
