@@ -18,14 +18,15 @@ install: $(STAMP)
 
 ## run: the embedded default — SQLite under var/, the Sanming agencies and a dozen demo cases;
 ## the deadline sweep fires what is due (reminders, misses, auto-listing), the overdue list is shown,
-## then the embedded scheduler keeps sweeping and relaying notifications until Ctrl-C (the web UI joins it in serve).
+## then the web UI and REST API serve on http://127.0.0.1:8000/ with the embedded scheduler (sweep,
+## notifications, meeting preparation, bulletins) until Ctrl-C; the demo sign-ins are printed.
 run: $(STAMP)
 	$(BIN)/jointcase init --demo
 	$(BIN)/jointcase case list
 	$(BIN)/jointcase sweep
 	$(BIN)/jointcase deadlines --overdue
 	$(BIN)/jointcase audit verify
-	$(BIN)/jointcase scheduler run
+	$(BIN)/jointcase serve
 
 ## test: lint, then every test (PostgreSQL tests run when JOINTCASE_TEST_DATABASE_URL is set).
 test: $(STAMP)

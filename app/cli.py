@@ -210,9 +210,10 @@ def init(
         deps = _deps(settings, need_schema=False)
         result: dict[str, Any] = init_database(settings, deps)
         if demo:
-            from app.demo import load_demo
+            from app.demo import load_demo, set_demo_passwords
 
             result["demo_cases"] = load_demo(deps)
+            result["demo_passwords"] = len(set_demo_passwords(deps))
         _emit(
             as_json,
             result,
@@ -471,3 +472,9 @@ app.add_typer(action_app, name="action")
 from app.cli_bulletins import bulletin_app  # noqa: E402
 
 app.add_typer(bulletin_app, name="bulletin")
+
+from app.cli_web import serve, token_app, user_app  # noqa: E402
+
+app.command("serve")(serve)
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")

@@ -243,3 +243,21 @@ def load_demo(deps: Deps) -> list[str]:
                 advance_case(deps, view.case_no, event, actor=actor, effective_at=at, data=data)
             numbers.append(view.case_no)
     return numbers
+
+
+DEMO_PASSWORD = "jointcase-demo"
+"""The password every demo officer gets (printed by ``jointcase serve``); never use it beyond a demo."""
+
+
+def set_demo_passwords(deps: Deps) -> list[str]:
+    """Give every officer without a password the demo password; returns their usernames."""
+    from models.tables import Credential, Officer
+    from workflows.auth import set_password
+
+    with UnitOfWork(deps, read_only=True) as uow:
+        have = set(uow.session.execute(select(Credential.username)).scalars())
+        officers = [o.username for o in uow.session.execute(select(Officer).order_by(Officer.username)).scalars()]
+    missing = [u for u in officers if u not in have]
+    for username in missing:
+        set_password(deps, username, DEMO_PASSWORD)
+    return missing

@@ -514,3 +514,65 @@ class Bulletin(SQLModel, table=True):
     generated_at: datetime
     generated_by: str = Field(max_length=40)  # an officer's username, or "system"
     notified_at: datetime | None = None  # when this version was queued to the subscribers (None: not yet)
+
+
+class Credential(SQLModel, table=True):
+    """An officer's password for the web pages, as an argon2 hash."""
+
+    __tablename__ = "credentials"
+
+    username: str = Field(primary_key=True, foreign_key="officers.username", max_length=40)
+    password_hash: str
+    changed_at: datetime
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token for another agency's system, acting as one officer; only its SHA-256 is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(foreign_key="officers.username", index=True, max_length=40)
+    name: str = Field(max_length=80)
+    token_hash: str = Field(unique=True, max_length=64)
+    prefix: str = Field(max_length=12)  # the first characters, to recognise a token in lists
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class WebSession(SQLModel, table=True):
+    """A signed-in browser: the cookie holds the token, the row its SHA-256 and the form (CSRF) token."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    username: str = Field(foreign_key="officers.username", index=True, max_length=40)
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime
+    expires_at: datetime = Field(index=True)
+
+
+class LoginAttempt(SQLModel, table=True):
+    """A failed sign-in, by username and client address, for rate limiting."""
+
+    __tablename__ = "login_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(index=True, max_length=80)
+    client: str = Field(index=True, max_length=64)
+    at: datetime = Field(index=True)
+
+
+class AccessLog(SQLModel, table=True):
+    """Who read a case's evidence or documents, and when (the trade secret's paper trail)."""
+
+    __tablename__ = "access_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=40, index=True)
+    case_id: int = Field(foreign_key="cases.id", index=True)
+    resource: str = Field(max_length=40)  # evidence | documents | document
+    detail: str = ""
+    via: str = Field(max_length=10)  # web | api
+    at: datetime

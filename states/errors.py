@@ -112,3 +112,9 @@ class InvalidInput(DomainError):
     """Input that is wrong regardless of the case's state (unknown agency, bad file, bad date)."""
 
     code = "invalid_input"
+
+
+class MeetingNotFound(InvalidInput):
+    """No such meeting, or one the caller may not see (the same answer for both)."""
+
+    code = "meeting_not_found"

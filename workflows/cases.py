@@ -1062,6 +1062,27 @@ def attach_file(deps: Deps, case_no: str, kind: str, path: Path, *, actor: str) 
         }
 
 
+def list_attachments(deps: Deps, case_no: str, *, actor: str | None = None) -> list[dict[str, Any]]:
+    """The case file: every attachment's kind, file name, SHA-256, size, who attached it and when."""
+    with UnitOfWork(deps, read_only=True) as uow:
+        case, _officer = _readable_case(uow, case_no, actor)
+        rows = uow.session.execute(
+            select(Attachment).where(Attachment.case_id == case.id).order_by(Attachment.id)
+        ).scalars()
+        return [
+            {
+                "id": r.id,
+                "kind": r.kind,
+                "filename": r.filename,
+                "sha256": r.sha256,
+                "size": r.size,
+                "attached_by": r.attached_by,
+                "attached_at": local_iso(r.attached_at),
+            }
+            for r in rows
+        ]
+
+
 # --- audit ----------------------------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ from models.tables import (
 )
 from notifications.ics import Invitee, meeting_ics
 from states.calendar import SHANGHAI
-from states.errors import InvalidInput, PermissionDenied
+from states.errors import InvalidInput, MeetingNotFound, PermissionDenied
 from states.lifecycle import CLOSED, state_label
 from states.meeting import (
     ACTION_STATE_LABELS,
@@ -283,7 +283,7 @@ def _locked_meeting(deps: Deps, uow: UnitOfWork, meeting_id: int) -> Meeting:
         stmt = stmt.with_for_update()
     meeting = uow.session.execute(stmt).scalar_one_or_none()
     if meeting is None:
-        raise InvalidInput(f"no meeting #{meeting_id}")
+        raise MeetingNotFound(f"no meeting #{meeting_id}")
     return meeting
 
 
@@ -1070,7 +1070,7 @@ def show_meeting(deps: Deps, meeting_id: int, *, actor: str | None = None) -> Me
     with UnitOfWork(deps, read_only=True) as uow:
         meeting = uow.session.get(Meeting, meeting_id)
         if meeting is None or (actor is not None and not _may_see(uow, meeting, uow.officer(actor))):
-            raise InvalidInput(f"no meeting #{meeting_id}")
+            raise MeetingNotFound(f"no meeting #{meeting_id}")
         return _meeting_view(deps, uow, meeting)
 
 

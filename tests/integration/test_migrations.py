@@ -15,7 +15,7 @@ from app.bootstrap import init_database
 from app.settings import load_settings
 from models.db import make_engine, upgrade_database
 
-HEAD = "0008"  # the newest migration
+HEAD = "0009"  # the newest migration
 
 
 def _drift(url: str) -> list[object]:

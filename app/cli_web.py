@@ -1,0 +1,129 @@
+"""``jointcase serve``, ``user`` and ``token``: the web app, officers' passwords and API tokens."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from app.bootstrap import init_database
+from app.cli import AsOpt, JsonOpt, _deps, _emit, _errors, _settings, out
+from states.errors import InvalidInput
+from workflows.auth import create_token, list_tokens, revoke_token, set_password
+
+user_app = typer.Typer(help="Officers' sign-in. 用户", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens for other agencies' systems. 接口令牌", no_args_is_help=True)
+
+#: Demo sign-ins printed by ``serve``: one officer per role and agency kind.
+DEMO_USERS = (
+    ("sm_amr_handler", "市场监管承办人 handler (market regulation)"),
+    ("sm_psb_handler", "公安承办人 handler (police)"),
+    ("sm_procuratorate_handler", "检察院承办人 handler (procuratorate)"),
+    ("sm_amr_secretary", "联席会议秘书 secretary"),
+    ("sm_amr_supervisor", "督办人 supervisor"),
+)
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    demo: Annotated[
+        bool | None,
+        typer.Option("--demo/--no-demo", help="Load the demo cases and passwords (default: on SQLite)."),
+    ] = None,
+) -> None:
+    """Run the web UI and REST API (one process) with the embedded scheduler. 启动服务"""
+    with _errors(False):
+        import uvicorn
+
+        from app.web import create_app
+
+        settings = _settings()
+        deps = _deps(settings, need_schema=False)
+        init_database(settings, deps)
+        use_demo = deps.engine.dialect.name == "sqlite" if demo is None else demo
+        if use_demo:
+            from app.demo import DEMO_PASSWORD, load_demo, set_demo_passwords
+
+            load_demo(deps)
+            set_demo_passwords(deps)
+        app = create_app(settings, deps, scheduler=settings.scheduler.mode == "embedded")
+        url = f"http://{host}:{port}/"
+        out.print(f"jointcase serving at {url}  (API: {url}api/v1/docs, health: {url}healthz)", highlight=False)
+        if use_demo:
+            out.print(f"demo sign-ins (password {DEMO_PASSWORD}):", highlight=False)
+            for username, role in DEMO_USERS:
+                out.print(f"  {username:28} {role}", highlight=False)
+        uvicorn.run(app, host=host, port=port, workers=1, log_level="info", access_log=False)
+
+
+@user_app.command("set-password")
+def user_set_password(
+    username: str,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input (scripts).")
+    ] = False,
+) -> None:
+    """Set an officer's password (asks twice; at least 8 characters)."""
+    with _errors(False):
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+        set_password(_deps(), username, password)
+        out.print(f"password set for {username}; their sessions are signed out", highlight=False)
+
+
+@token_app.command("create")
+def token_create(
+    actor: AsOpt,
+    name: Annotated[str, typer.Option("--name", help="What the token is for, e.g. sm-psb-system.")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API token acting as an officer; the token is shown once."""
+    with _errors(as_json):
+        token = create_token(_deps(), actor, name=name)
+        _emit(
+            as_json,
+            token,
+            lambda: out.print(
+                f"token #{token['id']} for {token['username']} ({token['name']}); keep it, it is not shown again:\n"
+                f"{token['token']}",
+                highlight=False,
+            ),
+        )
+
+
+@token_app.command("list")
+def token_list(
+    username: Annotated[str | None, typer.Option("--user", help="Only this officer's tokens.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """API tokens (never their secret)."""
+    with _errors(as_json):
+        rows = list_tokens(_deps(), username)
+
+        def human() -> None:
+            table = Table(title="API tokens")
+            for col in ("#", "user", "name", "prefix", "created", "last used", "revoked"):
+                table.add_column(col)
+            for r in rows:
+                table.add_row(
+                    str(r["id"]), r["username"], r["name"], r["prefix"], r["created_at"], r["last_used_at"],
+                    r["revoked_at"],
+                )  # fmt: skip
+            out.print(table)
+
+        _emit(as_json, rows, human)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: int, as_json: JsonOpt = False) -> None:
+    """Revoke an API token at once."""
+    with _errors(as_json):
+        if token_id < 1:
+            raise InvalidInput("give the token's number (see `jointcase token list`)")
+        revoke_token(_deps(), token_id)
+        _emit(as_json, {"revoked": token_id}, lambda: out.print(f"token #{token_id} revoked", highlight=False))

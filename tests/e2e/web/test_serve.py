@@ -1,0 +1,69 @@
+"""``jointcase serve`` as its own process on the embedded default: it migrates, loads the demo data and
+passwords, prints the URL and the demo sign-ins, answers /healthz, starts the embedded scheduler once (its
+jobs are stored in the same database), lets a demo officer sign in, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import write_config
+from tests.e2e.web.conftest import free_port
+
+JOINTCASE = str(Path(sys.executable).parent / "jointcase")
+
+
+def test_serve_runs_the_app_with_the_demo_and_the_scheduler(tmp_path: Path) -> None:
+    db = tmp_path / "serve.db"
+    config = write_config(tmp_path, f"sqlite:///{db}")
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [JOINTCASE, "--config", str(config), "serve", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"},
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).json() == {"status": "ok"}:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.3)
+        printed = (tmp_path / "serve.log").read_text()
+        assert f"jointcase serving at {url}/" in printed
+        assert "demo sign-ins (password jointcase-demo)" in printed and "sm_amr_supervisor" in printed
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT count(*) FROM cases").fetchone()[0] >= 10  # the demo cases
+            jobs = sorted(r[0] for r in conn.execute("SELECT id FROM apscheduler_jobs"))
+        assert jobs == ["deadline_sweep", "information_bulletin", "meeting_preparation", "outbox_relay"]
+        signed_in = httpx.post(
+            f"{url}/login", data={"username": "sm_amr_handler", "password": "jointcase-demo", "next": "/"}
+        )
+        assert signed_in.status_code == 303 and "jc_session=" in signed_in.headers["set-cookie"]
+        assert httpx.get(f"{url}/api/v1/cases").status_code == 401
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            log.close()
+    # uvicorn shuts down gracefully, then re-raises the signal it caught, so a clean stop exits by SIGTERM.
+    assert proc.returncode in (0, -signal.SIGTERM), (tmp_path / "serve.log").read_text()
+    assert "Application shutdown complete" in (tmp_path / "serve.log").read_text()
