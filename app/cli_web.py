@@ -10,6 +10,7 @@ from rich.table import Table
 
 from app.bootstrap import init_database
 from app.cli import AsOpt, JsonOpt, _deps, _emit, _errors, _settings, out
+from app.cli_scheduler import _log_to_stderr
 from states.errors import InvalidInput
 from workflows.auth import create_token, list_tokens, revoke_token, set_password
 
@@ -56,7 +57,9 @@ def serve(
             out.print(f"demo sign-ins (password {DEMO_PASSWORD}):", highlight=False)
             for username, role in DEMO_USERS:
                 out.print(f"  {username:28} {role}", highlight=False)
-        uvicorn.run(app, host=host, port=port, workers=1, log_level="info", access_log=False)
+        # The scheduler's and the use cases' log lines (sweeps, deliveries, meetings) beside uvicorn's own.
+        with _log_to_stderr("workflows", "app.web"):
+            uvicorn.run(app, host=host, port=port, workers=1, log_level="info", access_log=False)
 
 
 @user_app.command("set-password")

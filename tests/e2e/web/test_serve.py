@@ -47,6 +47,7 @@ def test_serve_runs_the_app_with_the_demo_and_the_scheduler(tmp_path: Path) -> N
         printed = (tmp_path / "serve.log").read_text()
         assert f"jointcase serving at {url}/" in printed
         assert "demo sign-ins (password jointcase-demo)" in printed and "sm_amr_supervisor" in printed
+        assert "embedded scheduler started" in printed  # started once, by the app's lifespan
         with sqlite3.connect(db) as conn:
             assert conn.execute("SELECT count(*) FROM cases").fetchone()[0] >= 10  # the demo cases
             jobs = sorted(r[0] for r in conn.execute("SELECT id FROM apscheduler_jobs"))
