@@ -500,7 +500,8 @@ def advance_case(
         case.updated_at = now
         if CLOSED in after:
             case.closed_at = effective
-        uow.session.flush()
+        # No flush here: the reads below do not depend on the case row, and ``_view`` flushes once, so the
+        # case's new state, version and last hash go out in one UPDATE instead of two.
         if event == "transfer_to_police":
             # The package as sent (Decree 310 art. 6), on the hash-chained record: what the police received.
             payload["manifest"] = [

@@ -413,7 +413,7 @@ def statistics(who: Me, deps: AppDeps) -> JSON:
     per_state = Counter(v.state for v in views)
     reached = Counter[str]()
     for v in views:
-        for step in _FUNNEL_STEPS.get(v.phase, ()):
+        for step in FUNNEL_STEPS.get(v.phase, ()):
             reached[step] += 1
     overdue = len(list_deadlines(deps, actor=who.username, overdue=True))
     return {
@@ -426,7 +426,7 @@ def statistics(who: Me, deps: AppDeps) -> JSON:
 
 
 #: Which steps of the referral funnel a case in each phase has reached (closed ones count by phase only).
-_FUNNEL_STEPS: dict[str, tuple[str, ...]] = {
+FUNNEL_STEPS: dict[str, tuple[str, ...]] = {
     "administrative": ("administrative",),
     "referral": ("administrative", "referral"),
     "criminal": ("administrative", "referral", "criminal"),

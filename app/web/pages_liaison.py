@@ -708,7 +708,7 @@ def _filtered(
     if phase:
         out = [r for r in out if r.get("phase") == phase]
     if step:
-        out = [r for r in out if step in api._FUNNEL_STEPS.get(r.get("phase", ""), ())]
+        out = [r for r in out if step in api.FUNNEL_STEPS.get(r.get("phase", ""), ())]
     return out
 
 
@@ -836,7 +836,7 @@ def supervisor(
         (state_label(p, lang), phases.get(p, 0), str(phases.get(p, 0)), _drill(kind="cases", phase=p))
         for p in (*PHASES, CLOSED)
     )
-    reached = Counter(step for c in board.cases for step in api._FUNNEL_STEPS.get(c.phase, ()))
+    reached = Counter(step for c in board.cases for step in api.FUNNEL_STEPS.get(c.phase, ()))
     funnel_chart = _bars(
         (state_label(s, lang), reached.get(s, 0), str(reached.get(s, 0)), _drill(kind="cases", step=s)) for s in FUNNEL
     )
