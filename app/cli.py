@@ -478,3 +478,7 @@ from app.cli_web import serve, token_app, user_app  # noqa: E402
 app.command("serve")(serve)
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
+
+from app.cli_import import register as _register_import_command  # noqa: E402
+
+_register_import_command(app)

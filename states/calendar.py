@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
@@ -178,7 +178,7 @@ class WorkCalendar:
             return d.weekday() < 5 and d not in self._declared_holidays[d.year]
         if d.year in _package_years():
             try:
-                return bool(chinese_calendar.is_workday(d))
+                return _package_is_workday(d)
             except NotImplementedError:
                 # Coverage detection and the package disagree (should not happen); never raise here.
                 self._warn_uncovered(d.year)
@@ -314,3 +314,10 @@ class WorkCalendar:
         if n == 0:
             return examined.due(due_local)
         return examined.due(self._add_days(due_day, n, roll_to_workday, examined))
+
+
+@lru_cache(maxsize=1 << 16)
+def _package_is_workday(d: date) -> bool:
+    """chinese-calendar's answer for one day, cached: the package checks its whole range on every call
+    (the cost of a bulk import). Its data never changes in a process; a NotImplementedError is not cached."""
+    return bool(chinese_calendar.is_workday(d))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -694,9 +694,20 @@ def _nominal(row: Deadline) -> datetime:
     return row.nominal_due_at or row.due_at  # rows from before migration 0003 have no nominal end
 
 
-def _start(deps: Deps, case: Case, rule: ClockRule, action: ClockAction, event: str, at: datetime) -> Deadline:
+def _start(
+    deps: Deps,
+    case: Case,
+    rule: ClockRule,
+    action: ClockAction,
+    event: str,
+    at: datetime,
+    *,
+    row_type: Callable[..., Any] = Deadline,
+) -> Deadline:
+    """A new deadline row for ``rule`` started by ``event`` at ``at``; ``row_type`` lets the bulk import
+    build a light stand-in with the same fields (an ORM object costs more than the computation)."""
     nominal = deps.calendar.add(at, rule.limit, rule.unit, roll_to_workday=False)
-    row = Deadline(
+    row = row_type(
         case_id=case.id,
         rule=rule.id,
         label=rule.label,
