@@ -1,0 +1,1 @@
+"""Performance benchmarks (issue 8): ``python -m benchmarks [--quick] [--only NAME]`` prints one table."""

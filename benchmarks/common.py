@@ -1,0 +1,119 @@
+"""Shared set-up of the benchmarks: machine facts, throw-away databases, case building, medians."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+warnings.filterwarnings("ignore")
+
+PG_ADMIN_URL = os.environ.get("JOINTCASE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_BENCH_DB = "jointcase_bench"
+
+
+@dataclass
+class Row:
+    """One line of the result table: a figure, its unit, the target and whether it is met."""
+
+    name: str
+    value: float | None
+    unit: str
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def pg_version() -> str:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            return str(row[0]) if row else "?"
+    except Exception as err:
+        return f"unavailable ({type(err).__name__})"
+
+
+def machine() -> dict[str, str]:
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu_model": cpu_model(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "postgresql": pg_version(),
+        "os": platform.platform(),
+    }
+
+
+def pg_available() -> bool:
+    return not pg_version().startswith("unavailable")
+
+
+def pg_bench_url(name: str = PG_BENCH_DB) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def pg_recreate(name: str = PG_BENCH_DB) -> str:
+    """Drop and create our own benchmark database (never the tests' ``test`` database)."""
+    import psycopg
+
+    assert name.startswith("jointcase_bench"), name
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return pg_bench_url(name)
+
+
+def pg_drop(name: str = PG_BENCH_DB) -> None:
+    import psycopg
+
+    assert name.startswith("jointcase_bench"), name
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def sqlalchemy_url(url: str) -> str:
+    return "postgresql+psycopg://" + url.split("://", 1)[1] if url.startswith("postgresql://") else url
+
+
+def make_bench_deps(workdir: Path, url: str, clock: Any) -> tuple[Path, Any]:
+    """Write a config for ``url`` in ``workdir``, migrate, load the directory; returns (config path, deps)."""
+    from tests.conftest import make_deps, write_config
+
+    config = write_config(workdir, sqlalchemy_url(url))
+    _settings, deps = make_deps(config, clock)
+    return config, deps
+
+
+def deps_from_config(config: Path, clock: Any) -> Any:
+    """Dependencies for an already initialised database (child processes: no migration, no directory sync)."""
+    from app.bootstrap import build
+    from app.settings import load_settings
+
+    return build(load_settings(config, env={}), clock=clock)

@@ -1,0 +1,315 @@
+"""Transition throughput: ``advance_case`` end to end versus the raw driver doing the same writes.
+
+The engine side sends ``request_supplement`` (police_review's internal self-transition, sent by the police
+handler) to cases already in police_review, round robin. Per event the engine writes, measured from the
+database (see ``count_writes``): one ``case_events`` row (SHA-256 chained), one ``cases`` update (version,
+updated_at, last_hash), and two ``outbox`` rows (the liaison notice by email and inbox), no deadline rows.
+The raw side does the same reads and writes with the bare driver, one transaction per event: lock the case
+(``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL), read the last audit hash, insert
+the chained event, update the case, insert the two outbox rows (same sizes as the engine's), commit.
+Runs are interleaved (engine, raw, engine, raw ...) and the ratio is of the medians.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    Row,
+    deps_from_config,
+    make_bench_deps,
+    median,
+    pg_drop,
+    pg_recreate,
+)
+
+EVENT = "request_supplement"
+ACTOR = "sm_psb_handler"
+TRANSITION_TARGET = 0.35
+SCALING_TARGET = 2.5
+
+
+def _clock(start: datetime) -> Any:
+    from tests.conftest import FakeClock
+
+    return FakeClock(start)
+
+
+def build_cases(deps: Any, clock: Any, workdir: Path, count: int, prefix: str = "bench") -> list[str]:
+    """``count`` cases in police_review, built through the real use cases (the path of tests.conftest)."""
+    from tests.conftest import CaseBuilder
+
+    files = workdir / f"files-{prefix}"
+    files.mkdir(exist_ok=True)
+    builder = CaseBuilder(deps, clock, files)
+    return [builder.to_state("police_review", title=f"{prefix} {i} 配方泄露案").case_no for i in range(count)]
+
+
+def count_writes(deps: Any, case_no: str, clock: Any) -> dict[str, int]:
+    """Rows added per table by one engine transition (what the raw side must mirror)."""
+    from sqlalchemy import inspect, text
+
+    from workflows.cases import advance_case
+
+    tables = inspect(deps.engine).get_table_names()
+
+    def counts() -> dict[str, int]:
+        with deps.engine.connect() as conn:
+            return {t: int(conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar() or 0) for t in tables}
+
+    before = counts()
+    clock.advance(seconds=1)
+    advance_case(deps, case_no, EVENT, actor=ACTOR, data={})
+    after = counts()
+    return {t: after[t] - before[t] for t in tables if after[t] != before[t]}
+
+
+def run_engine(deps: Any, clock: Any, cases: list[str], n: int) -> float:
+    """Transitions per second of ``n`` advance_case calls over ``cases`` round robin."""
+    from workflows.cases import advance_case
+
+    started = time.perf_counter()
+    for i in range(n):
+        clock.advance(seconds=1)
+        advance_case(deps, cases[i % len(cases)], EVENT, actor=ACTOR, data={})
+    return n / (time.perf_counter() - started)
+
+
+# --- the raw driver ---------------------------------------------------------------------------------
+
+
+def _template_rows(deps: Any) -> tuple[list[Any], list[Any]]:
+    """The engine's last outbox pair and last event, as models (sizes and texts for the raw side)."""
+    from sqlalchemy import select
+
+    from models.tables import CaseEvent, OutboxMessage
+
+    with deps.sessions() as session:
+        outbox = list(session.execute(select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(2)).scalars())
+        events = list(session.execute(select(CaseEvent).order_by(CaseEvent.id.desc()).limit(1)).scalars())
+    return outbox, events
+
+
+class RawDriver:
+    """The same reads and writes as one engine transition, with the bare driver (sqlite3 or psycopg)."""
+
+    def __init__(self, deps: Any, clock: Any) -> None:
+        self.clock = clock
+        self.sqlite = deps.engine.dialect.name == "sqlite"
+        outbox, events = _template_rows(deps)
+        self.outbox = [(m.channel, m.recipient, m.recipient_user, m.subject, m.body, m.body_html) for m in outbox]
+        self.template_version = outbox[0].template_version
+        self.payload = json.dumps(events[0].payload, ensure_ascii=False)
+        url = deps.engine.url
+        if self.sqlite:
+            import sqlite3
+
+            self.conn: Any = sqlite3.connect(url.database, isolation_level=None, timeout=60)
+            for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=FULL", "busy_timeout=60000"):
+                self.conn.execute(f"PRAGMA {pragma}")
+            self.p = "?"
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(
+                host=url.host or "127.0.0.1", port=url.port or 5432, user=url.username, dbname=url.database
+            )
+            self.p = "%s"
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _ts(self, value: datetime) -> Any:
+        # What SQLAlchemy stores: a naive UTC text on SQLite, a timestamptz on PostgreSQL.
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if self.sqlite else value
+
+    def transition(self, case_no: str) -> None:
+        p, now = self.p, self.clock.advance(seconds=1)
+        cur = self.conn.cursor()
+        if self.sqlite:
+            cur.execute("BEGIN IMMEDIATE")
+        lock = "" if self.sqlite else " FOR UPDATE"
+        cur.execute(f"SELECT id, version, configuration, last_hash FROM cases WHERE case_no = {p}{lock}", (case_no,))
+        case_id, version, configuration, _last_hash = cur.fetchone()
+        cur.execute(f"SELECT hash FROM case_events WHERE case_id = {p} ORDER BY seq DESC LIMIT 1", (case_id,))
+        prev = cur.fetchone()[0]
+        conf = json.loads(configuration) if isinstance(configuration, str) else configuration
+        version += 1
+        event_id = str(uuid.uuid4())
+        body = {
+            "case_no": case_no,
+            "seq": version,
+            "event_id": event_id,
+            "event": EVENT,
+            "actor": ACTOR,
+            "actor_agency": "sm-psb",
+            "effective_at": now.isoformat(timespec="microseconds"),
+            "recorded_at": now.isoformat(timespec="microseconds"),
+            "note": "",
+            "payload": {},
+            "from_configuration": conf,
+            "to_configuration": conf,
+            "version": version,
+            "prev_hash": prev,
+        }
+        digest = hashlib.sha256(
+            json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+        ).hexdigest()
+        conf_json = json.dumps(conf)
+        ts = self._ts(now)
+        cur.execute(
+            "INSERT INTO case_events (event_id, case_id, seq, event, actor, actor_agency, effective_at, recorded_at,"
+            " note, payload, from_configuration, to_configuration, from_state, to_state, version, prev_hash, hash)"
+            f" VALUES ({', '.join([p] * 17)})",
+            (
+                *(event_id, case_id, version, EVENT, ACTOR, "sm-psb", ts, ts, "", self.payload, conf_json, conf_json),
+                *("police_review", "police_review", version, prev, digest),
+            ),
+        )
+        cur.execute(
+            f"UPDATE cases SET version = {p}, updated_at = {p}, last_hash = {p}, state = {p}, configuration = {p}"
+            f" WHERE id = {p}",
+            (version, ts, digest, "police_review", conf_json, case_id),
+        )
+        for channel, recipient, user, subject, text, html in self.outbox:
+            cur.execute(
+                "INSERT INTO outbox (dedupe_key, case_id, kind, channel, recipient, recipient_user, subject, body,"
+                " body_html, ics, template, template_version, lang, status, attempts, next_attempt_at, created_at,"
+                f" last_error, claimed_by) VALUES ({', '.join([p] * 19)})",
+                (
+                    *(f"case_event:{event_id}:{user}:{channel}", case_id, "case_event", channel, recipient, user),
+                    *(subject, text, html, "", "case_event", self.template_version, "zh", "pending", 0, ts, ts, "", ""),
+                ),
+            )
+        if self.sqlite:
+            cur.execute("COMMIT")
+        else:
+            self.conn.commit()
+        cur.close()
+
+    def run(self, cases: list[str], n: int) -> float:
+        started = time.perf_counter()
+        for i in range(n):
+            self.transition(cases[i % len(cases)])
+        return n / (time.perf_counter() - started)
+
+
+# --- one backend, one writer ------------------------------------------------------------------------
+
+
+def interleaved(deps: Any, clock: Any, cases: list[str], n: int, rounds: int) -> tuple[float, float, float]:
+    """Median engine and raw transitions/s over ``rounds`` interleaved runs, and their ratio."""
+    run_engine(deps, clock, cases, max(5, n // 10))  # warm-up: chart classes, templates, statement cache
+    raw = RawDriver(deps, clock)
+    try:
+        raw.run(cases, max(5, n // 10))
+        engine_tps, raw_tps = [], []
+        for _ in range(rounds):
+            engine_tps.append(run_engine(deps, clock, cases, n))
+            raw_tps.append(raw.run(cases, n))
+    finally:
+        raw.close()
+    e, r = median(engine_tps), median(raw_tps)
+    return e, r, e / r
+
+
+def verify_chains(deps: Any) -> bool:
+    from workflows.cases import verify_audit
+
+    return verify_audit(deps).ok
+
+
+def bench_backend(backend: str, quick: bool) -> list[Row]:
+    n, rounds, n_cases = (100, 5, 10) if quick else (300, 7, 20)
+    start = datetime(2026, 3, 4, 2, 0, tzinfo=UTC)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        url = f"sqlite:///{workdir / 'bench.db'}" if backend == "sqlite" else pg_recreate()
+        clock = _clock(start)
+        try:
+            _config, deps = make_bench_deps(workdir, url, clock)
+            cases = build_cases(deps, clock, workdir, n_cases)
+            writes = count_writes(deps, cases[0], clock)
+            e, r, ratio = interleaved(deps, clock, cases, n, rounds)
+            chains_ok = verify_chains(deps)
+            deps.engine.dispose()
+        finally:
+            if backend != "sqlite":
+                pg_drop()
+    met = ratio >= TRANSITION_TARGET
+    note = f"writes/event {writes}; {rounds}x{n} interleaved; audit chains verify={'ok' if chains_ok else 'BROKEN'}"
+    return [
+        Row(f"transition engine {backend}", e, "transitions/s", note=note),
+        Row(f"transition raw {backend}", r, "transitions/s", note="bare driver, same reads/writes, 1 tx/event"),
+        Row(
+            f"transition_ratio_{'postgres' if backend != 'sqlite' else 'sqlite'}",
+            ratio,
+            "x raw",
+            f">= {TRANSITION_TARGET}",
+            met,
+        ),
+    ]
+
+
+# --- PostgreSQL: 8 processes on distinct cases versus one --------------------------------------------
+
+
+def _worker(config: str, cases: list[str], n: int, start_iso: str, barrier: Any, out: Any) -> None:
+    clock = _clock(datetime.fromisoformat(start_iso))
+    deps = deps_from_config(Path(config), clock)
+    run_engine(deps, clock, cases, 3)
+    barrier.wait()
+    t0 = time.perf_counter()
+    run_engine(deps, clock, cases, n)
+    out.put((t0, time.perf_counter(), n))
+    deps.engine.dispose()
+
+
+def _parallel(config: Path, groups: list[list[str]], n: int, start: datetime) -> float:
+    ctx = mp.get_context("fork")
+    barrier, out = ctx.Barrier(len(groups)), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(str(config), g, n, start.isoformat(), barrier, out)) for g in groups]
+    for proc in procs:
+        proc.start()
+    results = [out.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join()
+    total = sum(r[2] for r in results)
+    return total / (max(r[1] for r in results) - min(r[0] for r in results))
+
+
+def bench_pg_scaling(quick: bool, procs: int = 8) -> list[Row]:
+    n, rounds, per = (40, 2, 2) if quick else (150, 3, 3)
+    start = datetime(2026, 3, 4, 2, 0, tzinfo=UTC)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        url = pg_recreate()
+        clock = _clock(start)
+        try:
+            config, deps = make_bench_deps(workdir, url, clock)
+            cases = build_cases(deps, clock, workdir, procs * per)
+            deps.engine.dispose()
+            groups = [cases[i * per : (i + 1) * per] for i in range(procs)]
+            ones, manys = [], []
+            later = clock.now + timedelta(days=1)
+            for k in range(rounds):
+                at = later + timedelta(hours=2 * k)
+                ones.append(_parallel(config, groups[:1], n, at))
+                manys.append(_parallel(config, groups, n, at + timedelta(hours=1)))
+        finally:
+            pg_drop()
+    one, many = median(ones), median(manys)
+    factor = many / one
+    return [
+        Row("transition postgres 1 process", one, "transitions/s", note=f"{rounds} runs x {n} events"),
+        Row(f"transition postgres {procs} processes", many, "transitions/s", note="distinct cases, aggregate"),
+        Row(f"pg_scaling_{procs}_vs_1", factor, "x", f">= {SCALING_TARGET}", factor >= SCALING_TARGET),
+    ]
