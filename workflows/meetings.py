@@ -53,7 +53,7 @@ from states.meeting import (
     period_key,
 )
 from workflows.cases import _covers, _is_participant, _visible_case
-from workflows.clockwork import SYSTEM_ACTOR, Directory, enqueue, local_iso, record_fact
+from workflows.clockwork import SYSTEM_ACTOR, Directory, enqueue, holders, local_iso, record_fact
 from workflows.uow import Deps, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -544,7 +544,7 @@ def schedule_meeting(
             if taken:
                 raise InvalidInput(f"consultation requests {', '.join(taken)} are not open any more")
             for _request, case in rows:
-                agencies += [a.code for a in _participants(uow, case) if a.code not in agencies]
+                agencies += [a.code for a in holders(uow, case) if a.code not in agencies]
         elif not agencies:
             raise InvalidInput("a joint meeting needs the agencies to invite (--invite CODE,CODE)")
         if officer.agency_code not in agencies:
@@ -582,7 +582,7 @@ def schedule_meeting(
                     detail={"requested_by": request.requested_by, "agency": request.agency_code},
                 )
             )
-            _lock_case(deps, uow, case)
+            uow.lock(case)
             record_fact(
                 uow,
                 case,
@@ -599,19 +599,6 @@ def schedule_meeting(
         view = _meeting_view(deps, uow, meeting)
         uow.commit()
         return view
-
-
-def _participants(uow: UnitOfWork, case: Case) -> list[Agency]:
-    from workflows.clockwork import holders
-
-    return holders(uow, case)
-
-
-def _lock_case(deps: Deps, uow: UnitOfWork, case: Case) -> None:
-    """Lock a case row before writing to its audit chain (another transition may be appending)."""
-    if not is_sqlite(deps.engine):
-        uow.session.execute(select(Case.id).where(Case.id == case.id).with_for_update())
-        uow.session.refresh(case)
 
 
 # --- regular joint meetings ---------------------------------------------------------------------------
@@ -897,7 +884,7 @@ def cancel_meeting(deps: Deps, meeting_id: int, *, actor: str, reason: str) -> M
             request.state, request.meeting_id = "open", None
             case = uow.session.get(Case, request.case_id)
             assert case is not None
-            _lock_case(deps, uow, case)
+            uow.lock(case)
             record_fact(
                 uow,
                 case,
@@ -1020,7 +1007,7 @@ def record_minutes(deps: Deps, meeting_id: int, *, actor: str, text: str, resolu
                 {"text": res.text, "owner": res.owner_agency, "due_at": local_iso(due), "case_no": res.case_no}
             )
             if case is not None:
-                _lock_case(deps, uow, case)
+                uow.lock(case)
                 record_fact(
                     uow,
                     case,
@@ -1045,7 +1032,7 @@ def record_minutes(deps: Deps, meeting_id: int, *, actor: str, text: str, resolu
             assert case is not None
             request.state, request.resolved_at = "resolved", now
             request.resolution = "；".join(written.get(case.id or 0, [])) or text
-            _lock_case(deps, uow, case)
+            uow.lock(case)
             record_fact(
                 uow,
                 case,
@@ -1153,7 +1140,7 @@ def complete_action_item(deps: Deps, item_id: int, *, actor: str, note: str = ""
             case = uow.session.get(Case, item.case_id)
             assert case is not None
             case_no = case.case_no
-            _lock_case(deps, uow, case)
+            uow.lock(case)
             record_fact(
                 uow,
                 case,
@@ -1200,7 +1187,7 @@ def fire_overdue_action_items(deps: Deps, now: datetime | None = None) -> int:
             assert meeting is not None
             case = uow.session.get(Case, item.case_id) if item.case_id else None
             if case is not None:
-                _lock_case(deps, uow, case)
+                uow.lock(case)
                 record_fact(
                     uow,
                     case,

@@ -125,3 +125,14 @@ class UnitOfWork:
         if case is None:
             raise CaseNotFound(case_no)
         return case
+
+    def lock(self, case: Case) -> None:
+        """Lock a case already loaded in this transaction before appending to its audit chain (PostgreSQL
+        ``FOR UPDATE``; SQLite holds its write lock already) and read its row again: another transaction
+        may have appended meanwhile. What this transaction changed is flushed first, so it is kept."""
+        if is_sqlite(self.deps.engine):
+            return
+        self.session.flush()
+        self.session.execute(
+            select(Case).where(Case.id == case.id).with_for_update().execution_options(populate_existing=True)
+        )

@@ -663,3 +663,37 @@ def test_the_sample_config_declares_the_quarterly_meeting() -> None:
         "sm-amr",
     )
     assert quarterly.invited == list(INVITED)
+
+
+def test_minutes_with_several_entries_on_one_case_keep_its_chain_on_postgres(
+    pg_deps: Deps, clock: FakeClock, tmp_path: Path
+) -> None:
+    # Two resolutions and the resolved request all land on one case in one transaction: each re-lock of the
+    # case row must keep the version and hash this transaction already moved (a refresh used to drop them).
+    files = tmp_path / "files"
+    files.mkdir()
+    case = CaseBuilder(pg_deps, clock, files).to_state("investigating")
+    request = request_consultation(pg_deps, case.case_no, actor=HANDLER, topic="evidence_recognition", question="q")
+    meeting = schedule_meeting(
+        pg_deps,
+        actor=SECRETARY,
+        kind="consultation",
+        at=clock.now + timedelta(days=2),
+        place="三楼",
+        requests=[request.id],
+    )
+    clock.advance(days=2)
+    record_attendance(pg_deps, meeting.id, actor=SECRETARY, agency="sm-amr", officers=["张三"])
+    record_minutes(
+        pg_deps,
+        meeting.id,
+        actor=SECRETARY,
+        text="纪要",
+        resolutions=[
+            Resolution("补充证据", "sm-amr", None, case.case_no),
+            Resolution("再次会商", "sm-amr", None, case.case_no),
+        ],
+    )
+    events = [e.event for e in case_history(pg_deps, case.case_no)]
+    assert events.count("meeting_resolution") == 2 and events.count("consultation_resolved") == 1
+    assert verify_audit(pg_deps, case.case_no).problems == []
