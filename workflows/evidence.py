@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from statemachine.exceptions import TransitionNotAllowed
 
-from models.tables import Agency, Case, CustodyEntry, EvidenceItem
+from models.tables import Agency, Case, CustodyEntry, EvidenceItem, Officer
 from states.errors import GuardFailed, InvalidInput, PermissionDenied
 from states.evidence import (
     CONVERSION_BASIS,
@@ -320,6 +320,17 @@ def _police_of(uow: UnitOfWork, case: Case, to_agency: str | None) -> Agency:
     )
 
 
+def _locked_item(uow: UnitOfWork, item_id: int, actor: str) -> tuple[EvidenceItem, Case, Officer]:
+    """An item the actor may see, with its case locked; an unknown or hidden item is "no evidence #N"."""
+    officer = uow.officer(actor)
+    item = uow.session.get(EvidenceItem, item_id)
+    case = uow.session.get(Case, item.case_id) if item else None
+    if item is None or case is None or not _visible(uow, case, officer):
+        raise InvalidInput(f"no evidence #{item_id}")
+    case, officer = _visible_case(uow, case.case_no, actor, lock=True)
+    return item, case, officer
+
+
 def resolve_evidence(deps: Deps, item_id: int, resolution: str, *, actor: str, reason: str = "") -> EvidenceView:
     """The police decide on a handed-over item: ``admitted`` (usable types, after review), ``recollected``
     (statements taken again) or ``excluded`` (with reasons)."""
@@ -329,12 +340,7 @@ def resolve_evidence(deps: Deps, item_id: int, resolution: str, *, actor: str, r
     if resolution == "excluded" and not reason:
         raise InvalidInput("excluding evidence needs the reasons (--reason)")
     with UnitOfWork(deps) as uow:
-        officer = uow.officer(actor)
-        item = uow.session.get(EvidenceItem, item_id)
-        case = uow.session.get(Case, item.case_id) if item else None
-        if item is None or case is None or not _visible(uow, case, officer):
-            raise InvalidInput(f"no evidence #{item_id}")
-        case, officer = _visible_case(uow, case.case_no, actor, lock=True)
+        item, case, officer = _locked_item(uow, item_id, actor)
         if case.state == CLOSED:
             raise InvalidInput(f"case {case.case_no} is closed; its evidence can no longer change")
         if officer.agency_code != item.holder_agency or "handler" not in officer.roles:
@@ -376,12 +382,7 @@ def verify_evidence_file(deps: Deps, item_id: int, path: Path, *, actor: str) ->
         raise InvalidInput(f"file not found: {path}")
     digest = _sha256_of(path)
     with UnitOfWork(deps) as uow:
-        officer = uow.officer(actor)
-        item = uow.session.get(EvidenceItem, item_id)
-        case = uow.session.get(Case, item.case_id) if item else None
-        if item is None or case is None or not _visible(uow, case, officer):
-            raise InvalidInput(f"no evidence #{item_id}")
-        case, officer = _visible_case(uow, case.case_no, actor, lock=True)
+        item, case, officer = _locked_item(uow, item_id, actor)
         if not _is_participant(uow, case, officer.agency_code):
             raise PermissionDenied(f"case {case.case_no}: {officer.agency_code} does not take part in this case")
         if not item.sha256:
