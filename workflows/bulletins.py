@@ -20,6 +20,7 @@ import logging
 import re
 import statistics
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -351,7 +352,8 @@ def _half_up(value: float, places: str) -> float:
     return float(Decimal(repr(value)).quantize(Decimal(places), rounding=ROUND_HALF_UP))
 
 
-def _median(days: list[float]) -> float | None:
+def median_days(days: list[float]) -> float | None:
+    """The median of stage durations in days, rounded half up to one decimal (None without any)."""
     return _half_up(statistics.median(days), "0.1") if days else None
 
 
@@ -450,7 +452,8 @@ def _finish(row: Row, counts: dict[str, int], durations: dict[str, list[float]])
     row.values["police_filing_rate"] = _half_up(counts.get("police_filed", 0) / decided, "0.0001") if decided else None
     row.values = {m.id: row.values[m.id] for m in METRICS}  # the contract's order
     row.stages = {
-        s.id: {"count": len(durations.get(s.id, [])), "median_days": _median(durations.get(s.id, []))} for s in STAGES
+        s.id: {"count": len(durations.get(s.id, [])), "median_days": median_days(durations.get(s.id, []))}
+        for s in STAGES
     }
     return row
 
@@ -478,27 +481,39 @@ def compute_figures(deps: Deps, period: str | Period) -> Figures:
         return _assemble(p, agencies, counts, durations)  # inside: the agencies are read from this session
 
 
-def _stage_durations(uow: UnitOfWork, p: Period) -> dict[str, dict[str, list[float]]]:
-    """agency → stage → days, for every stage that ended in the period (paired within its case)."""
-    ended_here = (
+def _stage_rows(
+    uow: UnitOfWork, start: datetime, end: datetime, case_ids: Any = None
+) -> list[tuple[int, str, str, datetime]]:
+    """(case, event, agency, effective time) of the stage events before ``end`` of the cases where a stage
+    ended in [start, end), in each case's order (``case_ids``: only those cases, a list or a subquery)."""
+    ended_here: Any = (
         select(CaseEvent.case_id)
         .where(
-            CaseEvent.effective_at >= p.start,  # type: ignore[operator]
-            CaseEvent.effective_at < p.end,  # type: ignore[operator]
+            CaseEvent.effective_at >= start,  # type: ignore[operator]
+            CaseEvent.effective_at < end,  # type: ignore[operator]
             CaseEvent.event.in_(_STAGE_ENDS),  # type: ignore[attr-defined]
         )
         .distinct()
     )
-    rows = uow.session.execute(
-        select(CaseEvent.case_id, CaseEvent.event, CaseEvent.actor_agency, CaseEvent.effective_at)
-        .where(
-            CaseEvent.case_id.in_(ended_here),  # type: ignore[attr-defined]
-            CaseEvent.event.in_(_STAGE_EVENTS),  # type: ignore[attr-defined]
-            CaseEvent.effective_at < p.end,  # type: ignore[operator]
-        )
-        .order_by(CaseEvent.case_id, CaseEvent.seq)
-    ).all()
-    out: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    if case_ids is not None:
+        ended_here = ended_here.where(CaseEvent.case_id.in_(case_ids))  # type: ignore[attr-defined]
+    return [
+        (case_id, event, agency, at)
+        for case_id, event, agency, at in uow.session.execute(
+            select(CaseEvent.case_id, CaseEvent.event, CaseEvent.actor_agency, CaseEvent.effective_at)
+            .where(
+                CaseEvent.case_id.in_(ended_here),  # type: ignore[attr-defined]
+                CaseEvent.event.in_(_STAGE_EVENTS),  # type: ignore[attr-defined]
+                CaseEvent.effective_at < end,  # type: ignore[operator]
+            )
+            .order_by(CaseEvent.case_id, CaseEvent.seq)
+        ).all()
+    ]
+
+
+def _paired(rows: list[tuple[int, str, str, datetime]], start: datetime) -> Iterator[tuple[str, str, float]]:
+    """(agency of the end event, stage, days) for every stage that ended from ``start`` on, paired within
+    its case: from the latest start event to the first end event after it."""
     pending: dict[str, datetime] = {}
     current: int | None = None
     for case_id, event, agency, at in rows:
@@ -507,11 +522,31 @@ def _stage_durations(uow: UnitOfWork, p: Period) -> dict[str, dict[str, list[flo
         for stage in STAGES:
             if event in stage.end and stage.id in pending:
                 started = pending.pop(stage.id)
-                if at >= p.start:
-                    out[agency][stage.id].append((at - started).total_seconds() / 86400)
+                if at >= start:
+                    yield agency, stage.id, (at - started).total_seconds() / 86400
         for stage in STAGES:
             if event in stage.start:
                 pending[stage.id] = at  # a restart (resubmit, a second proposal) measures from the latest
+
+
+def _stage_durations(uow: UnitOfWork, p: Period) -> dict[str, dict[str, list[float]]]:
+    """agency → stage → days, for every stage that ended in the period (paired within its case)."""
+    out: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for agency, stage, days in _paired(_stage_rows(uow, p.start, p.end), p.start):
+        out[agency][stage].append(days)
+    return out
+
+
+def stage_days(deps: Deps, start: datetime, end: datetime, *, case_nos: list[str]) -> dict[str, list[float]]:
+    """stage → days of the stages that ended in [start, end) in these cases, by the bulletin's rule (the
+    supervisor's dashboard: the cases they may see, any span)."""
+    out: dict[str, list[float]] = {s.id: [] for s in STAGES}
+    if not case_nos:
+        return out
+    with UnitOfWork(deps, read_only=True) as uow:
+        ids = select(Case.id).where(Case.case_no.in_(case_nos))  # type: ignore[union-attr]
+        for _agency, stage, days in _paired(_stage_rows(uow, start, end, ids), start):
+            out[stage].append(days)
     return out
 
 

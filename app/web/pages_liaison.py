@@ -9,11 +9,9 @@ refusal of a use case is shown on the page it came from (``role=alert``), never 
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -30,8 +28,8 @@ from states.errors import DomainError, InvalidInput, PermissionDenied
 from states.lifecycle import CLOSED, PHASES, state_label
 from states.supervision import LEVEL_LABELS
 from workflows.auth import Identity
-from workflows.bulletins import STAGES, parse_period
-from workflows.cases import CaseView, case_history, list_cases
+from workflows.bulletins import STAGES, median_days, parse_period, stage_days
+from workflows.cases import CaseView, list_cases
 from workflows.deadlines import list_deadlines
 from workflows.meetings import (
     MeetingView,
@@ -772,10 +770,6 @@ def _bars(items: Iterable[tuple[str, float | None, str, str]], *, label_width: i
     return {"width": width, "height": 20 + len(items) * row, "label_width": label_width, "rows": rows}
 
 
-def _half_up(value: float) -> float:
-    return float(Decimal(repr(value)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
-
-
 def _stage_period(deps: Deps, period: str | None) -> tuple[datetime, datetime, str, str]:
     """The span of the days-per-stage chart: a named month or quarter, else this quarter so far."""
     now = deps.now()
@@ -791,31 +785,6 @@ def _stage_period(deps: Deps, period: str | None) -> tuple[datetime, datetime, s
     zh = f"本季度至今（{start:%Y-%m-%d} 至 {local:%Y-%m-%d}）"
     en = f"this quarter so far ({start:%Y-%m-%d} to {local:%Y-%m-%d})"
     return start, now, zh, en
-
-
-def _stage_days(board: Board, start: datetime, end: datetime) -> dict[str, list[float]]:
-    """Days per stage for the stages that ended in [start, end) in the visible cases: the bulletin's rule
-    (``workflows.bulletins.STAGES``: from the latest start event to the first end event after it, by
-    effective time), over each case's history as the supervisor sees it."""
-    events = {e for s in STAGES for e in (*s.start, *s.end)}
-    durations: dict[str, list[float]] = {s.id: [] for s in STAGES}
-    for case in board.cases:
-        pending: dict[str, datetime] = {}
-        for e in case_history(board.deps, case.case_no, actor=board.me.username):
-            if e.event not in events:
-                continue
-            at = datetime.fromisoformat(e.effective_at)
-            if at >= end:
-                continue
-            for stage in STAGES:
-                if e.event in stage.end and stage.id in pending:
-                    began = pending.pop(stage.id)
-                    if at >= start:
-                        durations[stage.id].append((at - began).total_seconds() / 86400)
-            for stage in STAGES:
-                if e.event in stage.start:
-                    pending[stage.id] = at
-    return durations
 
 
 def _drill(**params: str) -> str:
@@ -841,8 +810,8 @@ def supervisor(
         (state_label(s, lang), reached.get(s, 0), str(reached.get(s, 0)), _drill(kind="cases", step=s)) for s in FUNNEL
     )
     start, end, span_zh, span_en = _stage_period(board.deps, period)
-    durations = _stage_days(board, start, end)
-    medians = {k: _half_up(statistics.median(v)) if v else None for k, v in durations.items()}
+    durations = stage_days(board.deps, start, end, case_nos=[c.case_no for c in board.cases])
+    medians = {k: median_days(v) for k, v in durations.items()}
     stage_chart = _bars(
         (
             s.label if lang == "zh" else s.label_en,
