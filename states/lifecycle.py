@@ -22,6 +22,15 @@ from states.errors import GuardFailed
 # --- constants of the public contract -------------------------------------------------------------
 
 PHASES: tuple[str, ...] = ("intake", "administrative", "referral", "criminal", "judicial")
+#: The referral funnel (行刑衔接漏斗): the phases a case passes on its way to court, in order.
+REFERRAL_FUNNEL: tuple[str, ...] = ("administrative", "referral", "criminal", "judicial")
+
+
+def funnel_steps(phase: str) -> tuple[str, ...]:
+    """The funnel steps a case now in ``phase`` has reached (none in intake or once closed)."""
+    return REFERRAL_FUNNEL[: REFERRAL_FUNNEL.index(phase) + 1] if phase in REFERRAL_FUNNEL else ()
+
+
 SUSPENDED = "suspended"
 CLOSED = "closed"
 HISTORY = "active_history"  # the deep-history pseudo-state inside ``active``

@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from app.web.problems import PROBLEM_JSON
 from app.web.security import api_identity, deps_of
 from states.errors import InvalidInput
-from states.lifecycle import PHASES
+from states.lifecycle import PHASES, REFERRAL_FUNNEL, funnel_steps
 from workflows.auth import Identity, log_access
 from workflows.cases import (
     advance_case,
@@ -413,22 +413,13 @@ def statistics(who: Me, deps: AppDeps) -> JSON:
     per_state = Counter(v.state for v in views)
     reached = Counter[str]()
     for v in views:
-        for step in FUNNEL_STEPS.get(v.phase, ()):
+        for step in funnel_steps(v.phase):
             reached[step] += 1
     overdue = len(list_deadlines(deps, actor=who.username, overdue=True))
     return {
         "cases": len(views),
         "per_phase": {p: per_phase.get(p, 0) for p in PHASES},
         "per_state": dict(sorted(per_state.items())),
-        "funnel": {step: reached.get(step, 0) for step in ("administrative", "referral", "criminal", "judicial")},
+        "funnel": {step: reached.get(step, 0) for step in REFERRAL_FUNNEL},
         "overdue_deadlines": overdue,
     }
-
-
-#: Which steps of the referral funnel a case in each phase has reached (closed ones count by phase only).
-FUNNEL_STEPS: dict[str, tuple[str, ...]] = {
-    "administrative": ("administrative",),
-    "referral": ("administrative", "referral"),
-    "criminal": ("administrative", "referral", "criminal"),
-    "judicial": ("administrative", "referral", "criminal", "judicial"),
-}

@@ -18,14 +18,13 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.web import api
 from app.web.export import XLSX, workbook
 from app.web.pages import Officer, error_page, form_csrf, lang_of, render
 from app.web.problems import status_of
 from app.web.security import deps_of
 from states.calendar import SHANGHAI
 from states.errors import DomainError, InvalidInput, PermissionDenied
-from states.lifecycle import CLOSED, PHASES, state_label
+from states.lifecycle import CLOSED, PHASES, REFERRAL_FUNNEL, funnel_steps, state_label
 from states.supervision import LEVEL_LABELS
 from workflows.auth import Identity
 from workflows.bulletins import STAGES, median_days, parse_period, stage_days
@@ -575,7 +574,6 @@ LISTS: dict[str, tuple[str, str]] = {
     "action_items": ("逾期未完成的议定事项", "Overdue open action items"),
     "cases": ("案件", "Cases"),
 }
-FUNNEL = ("administrative", "referral", "criminal", "judicial")
 
 
 class Board:
@@ -706,7 +704,7 @@ def _filtered(
     if phase:
         out = [r for r in out if r.get("phase") == phase]
     if step:
-        out = [r for r in out if step in api.FUNNEL_STEPS.get(r.get("phase", ""), ())]
+        out = [r for r in out if step in funnel_steps(r.get("phase", ""))]
     return out
 
 
@@ -805,9 +803,10 @@ def supervisor(
         (state_label(p, lang), phases.get(p, 0), str(phases.get(p, 0)), _drill(kind="cases", phase=p))
         for p in (*PHASES, CLOSED)
     )
-    reached = Counter(step for c in board.cases for step in api.FUNNEL_STEPS.get(c.phase, ()))
+    reached = Counter(step for c in board.cases for step in funnel_steps(c.phase))
     funnel_chart = _bars(
-        (state_label(s, lang), reached.get(s, 0), str(reached.get(s, 0)), _drill(kind="cases", step=s)) for s in FUNNEL
+        (state_label(s, lang), reached.get(s, 0), str(reached.get(s, 0)), _drill(kind="cases", step=s))
+        for s in REFERRAL_FUNNEL
     )
     start, end, span_zh, span_en = _stage_period(board.deps, period)
     durations = stage_days(board.deps, start, end, case_nos=[c.case_no for c in board.cases])
