@@ -196,7 +196,10 @@ def _case_numbers(uow: UnitOfWork, ids: set[int | None]) -> dict[int, str]:
     return {i: no for i, no in rows}
 
 
-def _meeting_view(deps: Deps, uow: UnitOfWork, meeting: Meeting, *, created: bool = False) -> MeetingView:
+def _meeting_view(
+    deps: Deps, uow: UnitOfWork, meeting: Meeting, *, created: bool = False, with_ics: bool = True
+) -> MeetingView:
+    """The meeting as users see it, with its invitation unless ``with_ics`` is off (lists do not show it)."""
     agenda = list(
         uow.session.execute(
             select(AgendaItem).where(AgendaItem.meeting_id == meeting.id).order_by(AgendaItem.position)
@@ -250,7 +253,7 @@ def _meeting_view(deps: Deps, uow: UnitOfWork, meeting: Meeting, *, created: boo
         consultations=[_consultation_view(r, c).to_dict() for r, c in requests],
         action_items=[_action_view(a, numbers.get(a.case_id) if a.case_id else None, now).to_dict() for a in actions],
         created=created,
-        ics=_ics(deps, uow, meeting, agenda, numbers),
+        ics=_ics(deps, uow, meeting, agenda, numbers) if with_ics else "",
     )
 
 
@@ -347,7 +350,7 @@ def _notify(
     uow.session.flush()
     directory = Directory(uow)
     lang = 1 if deps.lang == "en" else 0
-    view = _meeting_view(deps, uow, meeting)
+    view = _meeting_view(deps, uow, meeting, with_ics=action != "minutes")
     convening = directory.agencies[meeting.convening_agency]
     return enqueue(
         deps,
@@ -358,7 +361,7 @@ def _notify(
         dedupe_prefix=f"meeting:{meeting.id}:{meeting.sequence}:{action}",
         at=deps.now(),
         agencies=set(meeting.invited),
-        ics="" if action == "minutes" else view.ics,
+        ics=view.ics,
         action_label=NOTICE_ACTIONS[action][lang],
         kind_label=MEETING_KINDS[meeting.kind][lang],
         meeting_title=meeting.title,
@@ -1085,7 +1088,7 @@ def list_meetings(
         if kind:
             stmt = stmt.where(Meeting.kind == kind)
         return [
-            _meeting_view(deps, uow, m)
+            _meeting_view(deps, uow, m, with_ics=False)
             for m in uow.session.execute(stmt).scalars()
             if officer is None or _may_see(uow, m, officer)
         ]
