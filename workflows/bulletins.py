@@ -22,7 +22,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from notifications.bulletins import render_bulletin, write_workbook
 from notifications.documents import PdfUnavailable, html_to_pdf
 from states.calendar import SHANGHAI
 from states.errors import InvalidInput, PermissionDenied
+from states.meeting import period_bounds, period_key
 from workflows.clockwork import Directory, enqueue, local_iso
 from workflows.uow import Deps, UnitOfWork
 
@@ -81,12 +82,6 @@ _MONTH_EN = (
 )
 
 
-def _local_midnight(year: int, month: int) -> datetime:
-    if month > 12:
-        year, month = year + 1, month - 12
-    return datetime(year, month, 1, tzinfo=SHANGHAI).astimezone(UTC)
-
-
 def parse_period(text: str) -> Period:
     """``YYYY-MM`` or ``YYYY-Qn``; anything else is ``InvalidInput`` saying what is expected."""
     raw = (text or "").strip()
@@ -94,21 +89,20 @@ def parse_period(text: str) -> Period:
         year, month = int(m[1]), int(m[2])
         if not 1 <= month <= 12:
             raise InvalidInput(f"period {raw!r}: there is no month {month}; use {_PERIOD_HELP}")
-        first, span = month, 1
         key, kind = f"{year:04d}-{month:02d}", "monthly"
         label, label_en = f"{year}年{month}月", f"{_MONTH_EN[month - 1]} {year}"
     elif m := _QUARTER.match(raw):
         year, quarter = int(m[1]), int(m[2])
         if not 1 <= quarter <= 4:
             raise InvalidInput(f"period {raw!r}: there is no quarter {quarter} (Q1–Q4); use {_PERIOD_HELP}")
-        first, span = 3 * quarter - 2, 3
         key, kind = f"{year:04d}-Q{quarter}", "quarterly"
         label, label_en = f"{year}年第{_QUARTER_ZH[quarter]}季度", f"Q{quarter} {year}"
     else:
         raise InvalidInput(f"period {raw!r} is not {_PERIOD_HELP}")
     if not 1 <= year <= 9998:
         raise InvalidInput(f"period {raw!r}: year {year} is out of range")
-    return Period(key, kind, _local_midnight(year, first), _local_midnight(year, first + span), label, label_en)
+    start, end = period_bounds(key)  # the same calendar periods as the meeting schedules
+    return Period(key, kind, start.astimezone(UTC), end.astimezone(UTC), label, label_en)
 
 
 def ended_period(deps: Deps, text: str) -> Period:
@@ -129,15 +123,11 @@ def ended_period(deps: Deps, text: str) -> Period:
 
 def previous_period(now: datetime, kind: str = "monthly") -> str:
     """The last full month (or quarter) before ``now``, in Beijing time: 2026-11-01 08:00 → ``2026-10``."""
-    local = now.astimezone(SHANGHAI)
-    if kind == "monthly":
-        year, month = (local.year, local.month - 1) if local.month > 1 else (local.year - 1, 12)
-        return f"{year:04d}-{month:02d}"
-    if kind == "quarterly":
-        quarter = (local.month - 1) // 3 + 1
-        year, quarter = (local.year, quarter - 1) if quarter > 1 else (local.year - 1, 4)
-        return f"{year:04d}-Q{quarter}"
-    raise InvalidInput(f"unknown bulletin kind {kind!r}; use monthly or quarterly")
+    granularity = {"monthly": "month", "quarterly": "quarter"}.get(kind)
+    if granularity is None:
+        raise InvalidInput(f"unknown bulletin kind {kind!r}; use monthly or quarterly")
+    current_start, _end = period_bounds(period_key(now, granularity))
+    return period_key(current_start - timedelta(seconds=1), granularity)
 
 
 # --- what is counted --------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from app.web.security import deps_of
 from states.calendar import SHANGHAI
 from states.errors import DomainError, InvalidInput, PermissionDenied
 from states.lifecycle import CLOSED, PHASES, REFERRAL_FUNNEL, funnel_steps, state_label
+from states.meeting import period_bounds, period_key
 from states.supervision import LEVEL_LABELS
 from workflows.auth import Identity
 from workflows.bulletins import STAGES, median_days, parse_period, stage_days
@@ -779,7 +780,7 @@ def _stage_period(deps: Deps, period: str | None) -> tuple[datetime, datetime, s
         suffix = ("（至今）", " (so far)") if p.end > now else ("", "")
         return p.start, end, p.label + suffix[0], p.label_en + suffix[1]
     local = now.astimezone(SHANGHAI)
-    start = datetime(local.year, (local.month - 1) // 3 * 3 + 1, 1, tzinfo=SHANGHAI)
+    start, _end = period_bounds(period_key(now, "quarter"))
     zh = f"本季度至今（{start:%Y-%m-%d} 至 {local:%Y-%m-%d}）"
     en = f"this quarter so far ({start:%Y-%m-%d} to {local:%Y-%m-%d})"
     return start, now, zh, en
