@@ -19,7 +19,8 @@ if str(REPO) not in sys.path:
 warnings.filterwarnings("ignore")
 
 PG_ADMIN_URL = os.environ.get("JOINTCASE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-PG_BENCH_DB = "jointcase_bench"
+# Several people benchmarking on one PostgreSQL server each give their own database name.
+PG_BENCH_DB = os.environ.get("JOINTCASE_BENCH_DB", "jointcase_bench")
 
 
 @dataclass
