@@ -42,15 +42,35 @@ def environment() -> Environment:
     )
 
 
-def template_version(name: str, lang: str) -> str:
-    """A short hash of the template sources, stored with every rendered message."""
+def _sources(name: str, lang: str) -> list[Path]:
+    return [TEMPLATES_DIR / f"{name}.{lang}.{part}.j2" for part in ("subject", "txt", "html")] + [
+        TEMPLATES_DIR / "_layout.html.j2"
+    ]
+
+
+def _stamp(paths: list[Path]) -> tuple[int | None, ...]:
+    stamps: list[int | None] = []
+    for path in paths:
+        try:
+            stamps.append(path.stat().st_mtime_ns)
+        except FileNotFoundError:
+            stamps.append(None)
+    return tuple(stamps)
+
+
+@lru_cache(maxsize=256)
+def _version(name: str, lang: str, stamp: tuple[int | None, ...]) -> str:
     digest = hashlib.sha256()
-    for part in ("subject", "txt", "html"):
-        path = TEMPLATES_DIR / f"{name}.{lang}.{part}.j2"
-        if path.exists():
+    for path, mtime in zip(_sources(name, lang), stamp, strict=True):
+        if mtime is not None:
             digest.update(path.read_bytes())
-    digest.update((TEMPLATES_DIR / "_layout.html.j2").read_bytes())
     return digest.hexdigest()[:16]
+
+
+def template_version(name: str, lang: str) -> str:
+    """A short hash of the template sources, stored with every rendered message (read again only when a
+    file's modification time changes: notices are rendered inside every transition)."""
+    return _version(name, lang, _stamp(_sources(name, lang)))
 
 
 def render(name: str, lang: str, **variables: Any) -> Rendered:
@@ -60,7 +80,8 @@ def render(name: str, lang: str, **variables: Any) -> Rendered:
     env = environment()
     subject = env.get_template(f"{name}.{lang}.subject.j2").render(**variables).strip()
     body = env.get_template(f"{name}.{lang}.txt.j2").render(**variables)
+    stamp = _stamp(_sources(name, lang))
     html = ""
-    if (TEMPLATES_DIR / f"{name}.{lang}.html.j2").exists():
+    if stamp[2] is not None:  # the .html template exists
         html = env.get_template(f"{name}.{lang}.html.j2").render(**variables)  # autoescaped
-    return Rendered(name, template_version(name, lang), lang, subject, body, html)
+    return Rendered(name, _version(name, lang, stamp), lang, subject, body, html)

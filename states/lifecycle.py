@@ -11,7 +11,7 @@ Every open state sits inside the compound ``active`` so that ``suspend`` can lea
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from statemachine import HistoryState, State, StateChart
@@ -466,6 +466,101 @@ def phase_of(configuration: Iterable[str], history: Mapping[str, Iterable[str]] 
 def allowed_events_of(chart: CaseLifecycle) -> list[str]:
     """Events that have a transition from the current configuration (guards not evaluated)."""
     return sorted({e.id for e in chart.allowed_events})
+
+
+# --- the chart's answers, memoised ----------------------------------------------------------------
+#
+# Building a python-statemachine chart costs ~0.5 ms, as much as a whole raw-driver transaction. The chart
+# is pure over its CaseContext and the event's data, so its answers are kept per process: what is allowed
+# from a configuration, and where an event leads from a context with given data. The key holds every field
+# a guard or action reads; a refusal is never kept (it is asked again and explained by the real chart).
+
+#: Memo entries kept per process before the memo starts over (a few hundred configurations exist).
+MEMO_LIMIT = 20_000
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where an event leads: the new configuration and history, and the context's counters and outcome.
+
+    The lists and dicts are shared by every caller of the memo: copy them before changing them."""
+
+    configuration: list[str]
+    history: dict[str, list[str]]
+    counters: dict[str, int]
+    outcome: str | None
+
+
+_allowed_memo: dict[Any, list[str]] = {}
+_step_memo: dict[Any, Step] = {}
+
+
+def _history_key(history: Mapping[str, Iterable[str]] | None) -> tuple[Any, ...]:
+    return tuple(sorted((k, tuple(v)) for k, v in (history or {}).items()))
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for event data (lists and dicts nested); ``TypeError`` for anything else."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    hash(value)
+    return (type(value).__name__, value)
+
+
+def allowed_in(configuration: Iterable[str], history: Mapping[str, Iterable[str]] | None = None) -> list[str]:
+    """``allowed_events_of`` a chart restored at this configuration and history, memoised (a new list)."""
+    conf = tuple(configuration)
+    key = (conf, _history_key(history))
+    found = _allowed_memo.get(key)
+    if found is None:
+        if len(_allowed_memo) >= MEMO_LIMIT:
+            _allowed_memo.clear()
+        found = _allowed_memo[key] = allowed_events_of(new_chart(CaseContext(), conf, history))
+    return list(found)
+
+
+def step(
+    ctx: CaseContext,
+    configuration: Iterable[str],
+    history: Mapping[str, Iterable[str]] | None,
+    event: str,
+    data: Mapping[str, Any],
+) -> Step:
+    """Send ``event`` with ``data`` to the chart at ``configuration`` over ``ctx``; memoised.
+
+    Raises what ``chart.send`` raises (``GuardFailed``, ``TransitionNotAllowed``); ``ctx`` is not changed.
+    """
+    conf = tuple(configuration)
+    try:
+        key: Any = (
+            conf,
+            _history_key(history),
+            tuple(sorted(ctx.counters.items())),
+            ctx.outcome,
+            ctx.attachment_kinds,
+            ctx.unresolved_evidence,
+            ctx.loss_threshold,
+            ctx.illegal_gain_threshold,
+            ctx.replaying,
+            event,
+            _frozen(dict(data)),
+        )
+    except TypeError:
+        key = None  # data the memo cannot key on: ask the chart every time
+    found = _step_memo.get(key) if key is not None else None
+    if found is not None:
+        return found
+    model = replace(ctx, counters=dict(ctx.counters))  # the chart's actions change the model, not the caller's
+    chart = new_chart(model, conf, history)
+    chart.send(event, data=dict(data))
+    result = Step(configuration_of(chart), history_of(chart), dict(model.counters), model.outcome)
+    if key is not None:
+        if len(_step_memo) >= MEMO_LIMIT:
+            _step_memo.clear()
+        _step_memo[key] = result
+    return result
 
 
 def state_label(state_id: str, lang: str = "zh") -> str:

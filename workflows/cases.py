@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from statemachine.exceptions import TransitionNotAllowed
@@ -53,15 +53,14 @@ from states.lifecycle import (
     HISTORY,
     RECORD_EVENTS,
     CaseContext,
-    CaseLifecycle,
-    allowed_events_of,
+    allowed_in,
     configuration_of,
     event_label,
-    history_of,
     leaf_state,
     new_chart,
     phase_of,
     state_label,
+    step,
 )
 from workflows.audit import chain_breaks
 from workflows.clockwork import append_event, enqueue, local_iso, refresh_next_alert
@@ -217,10 +216,7 @@ def _covers(supervising: Agency, owner: Agency) -> bool:
 
 
 def _is_participant(uow: UnitOfWork, case: Case, agency_code: str) -> bool:
-    stmt = select(CaseParticipant.id).where(
-        CaseParticipant.case_id == case.id, CaseParticipant.agency_code == agency_code
-    )
-    return uow.session.execute(stmt).first() is not None
+    return agency_code in uow.participants(case)
 
 
 def _visible_case(uow: UnitOfWork, case_no: str, actor: str, *, lock: bool = False) -> tuple[Case, Officer]:
@@ -239,7 +235,12 @@ def _readable_case(uow: UnitOfWork, case_no: str, actor: str | None) -> tuple[Ca
 
 
 def _context(deps: Deps, uow: UnitOfWork, case: Case, event: str) -> CaseContext:
-    kinds = uow.session.execute(select(Attachment.kind).where(Attachment.case_id == case.id).distinct()).scalars()
+    # Only transfer_to_police's guard reads the attachments: no query on every other transition.
+    kinds = (
+        uow.session.execute(select(Attachment.kind).where(Attachment.case_id == case.id).distinct()).scalars()
+        if event == "transfer_to_police"
+        else ()
+    )
     return CaseContext(
         case_no=case.case_no,
         outcome=case.outcome,
@@ -277,14 +278,6 @@ def _counterpart(uow: UnitOfWork, sender: Agency, kind: str) -> Agency:
             "give one with --set to_agency=CODE"
         )
     return found
-
-
-def _add_participant(uow: UnitOfWork, case: Case, agency_code: str, role: str, event: str, at: datetime) -> None:
-    if not _is_participant(uow, case, agency_code):
-        uow.session.add(
-            CaseParticipant(case_id=case.id, agency_code=agency_code, role=role, added_at=at, added_by_event=event)
-        )
-        uow.session.flush()  # the next membership check must see this row (sessions do not autoflush)
 
 
 # --- directory ------------------------------------------------------------------------------------
@@ -392,7 +385,7 @@ def open_case(
         )
         uow.session.add(case)
         uow.session.flush()
-        _add_participant(uow, case, owner.code, "owner", OPEN_CASE, received)
+        uow.add_participant(case, owner.code, "owner", OPEN_CASE, received)
         payload = {"title": title, "source": source, "agency": owner.code}
         append_event(
             uow,
@@ -410,7 +403,7 @@ def open_case(
         _apply_clocks(deps, uow, case, OPEN_CASE, [], conf, {}, {}, received)
         # Read the result inside the transaction: nothing may touch the database after the commit, so a
         # committed change can never be reported as failed (SQLite would re-take its write lock to read).
-        view = _view(deps, uow, case, chart)
+        view = _view(deps, uow, case)
         uow.commit()
         log.info("case opened: %s by %s", case_no, actor)
         return view
@@ -443,8 +436,7 @@ def advance_case(
         if expected_version is not None and case.version != expected_version:
             raise ConcurrentUpdate(case_no, expected_version, case.version)
         ctx = _context(deps, uow, case, event)
-        chart = new_chart(ctx, case.configuration, case.history)
-        allowed = allowed_events_of(chart)
+        allowed = allowed_in(case.configuration, case.history)
         if event not in EVENT_IDS:
             raise TransitionRefused(case_no, case.state, event, allowed, reason=f"unknown event {event!r}")
         sender_agency = _authorise(uow, case, officer, event)
@@ -469,15 +461,18 @@ def advance_case(
             uow.officer(payload["approved_by"])  # an extension names a real, active approver
         before, history_before = list(case.configuration), dict(case.history)
         try:
-            chart.send(event, data=payload)
+            moved = step(ctx, before, history_before, event, payload)
         except GuardFailed as err:
             raise err.bind(case_no=case_no, state=case.state, event=event) from None
         except TransitionNotAllowed:
             raise TransitionRefused(case_no, case.state, event, allowed) from None
-        after, history_after = configuration_of(chart), history_of(chart)
+        # Copies: the memo's lists are shared, and the ORM must see new objects to write the JSON columns.
+        after = list(moved.configuration)
+        history_after = {k: list(v) for k, v in moved.history.items()}
+        ctx.counters, ctx.outcome = dict(moved.counters), moved.outcome
 
         now = deps.now()
-        _apply_clocks(
+        deadlines = _apply_clocks(
             deps,
             uow,
             case,
@@ -491,7 +486,7 @@ def advance_case(
             sender=sender_agency,
         )
         for agency_code, role in receivers:
-            _add_participant(uow, case, agency_code, role, event, effective)
+            uow.add_participant(case, agency_code, role, event, effective)
         case.context = _updated_context(case.context, ctx, event, payload)
         case.configuration, case.history = after, history_after
         case.state, case.phase = leaf_state(after), phase_of(after, history_after)
@@ -526,7 +521,7 @@ def advance_case(
             after=after,
         )
         _enqueue_case_notices(deps, uow, case, record, officer)
-        view = _view(deps, uow, case, chart)  # before the commit: see open_case
+        view = _view(deps, uow, case, deadlines)  # before the commit: see open_case
         uow.commit()
         log.info("case %s: %s by %s -> %s (v%s)", case_no, event, actor, case.state, case.version)
         return view
@@ -596,6 +591,11 @@ def _updated_context(stored: dict[str, Any], ctx: CaseContext, event: str, paylo
 
 # --- clocks ---------------------------------------------------------------------------------------
 
+#: All deadlines of a case in the order the view shows them (built once: a transition runs it every time).
+_CASE_DEADLINES = (
+    select(Deadline).where(Deadline.case_id == bindparam("case_id")).order_by(Deadline.started_at, Deadline.id)
+)
+
 
 def _apply_clocks(
     deps: Deps,
@@ -610,18 +610,15 @@ def _apply_clocks(
     *,
     payload: Mapping[str, Any] | None = None,
     sender: Agency | None = None,
-) -> None:
+) -> list[Deadline]:
     """Start, stop, pause, resume and extend the case's deadlines as the rules say for this transition.
 
     Pauses are kept in a ledger (``deadline_pauses``); extensions in the deadline's own ledger with
     their approver. Every deadline touched is pointed at its next reminder or miss for the sweep.
+    Returns all the case's deadlines, the new ones included (for the view: no second query).
     """
-    open_rows = {
-        row.rule: row
-        for row in uow.session.execute(
-            select(Deadline).where(Deadline.case_id == case.id, Deadline.status.in_(("running", "paused")))
-        ).scalars()
-    }
+    rows = list(uow.session.execute(_CASE_DEADLINES, {"case_id": case.id}).scalars())
+    open_rows = {row.rule: row for row in rows if row.status in ("running", "paused")}
     actions = plan_clock_actions(
         deps.clock_rules,
         event,
@@ -642,6 +639,7 @@ def _apply_clocks(
         if action.action in ("start", "restart"):
             new = _start(deps, case, rule, action, event, at)
             uow.session.add(new)
+            rows.append(new)
             if action.start_paused:
                 uow.session.flush()  # the ledger row needs the deadline's id
                 uow.session.add(DeadlinePause(deadline_id=new.id, paused_at=at, paused_by=event, due_before=new.due_at))
@@ -659,6 +657,7 @@ def _apply_clocks(
         elif action.action == "extend" and row is not None:
             _extend(deps, uow, case, rule, row, action, event, at, payload or {}, sender)
             refresh_next_alert(deps, uow, row, after=at)
+    return rows
 
 
 def _close_pause(uow: UnitOfWork, row: Deadline, at: datetime, event: str) -> None:
@@ -853,23 +852,16 @@ def _enqueue_case_notices(deps: Deps, uow: UnitOfWork, case: Case, record: CaseE
 # --- reads ----------------------------------------------------------------------------------------
 
 
-def _view(deps: Deps, uow: UnitOfWork, case: Case, chart: CaseLifecycle | None = None) -> CaseView:
-    """The case as shown to users; ``chart`` is the case's current chart when the caller has one."""
+def _view(deps: Deps, uow: UnitOfWork, case: Case, deadlines: list[Deadline] | None = None) -> CaseView:
+    """The case as shown to users; ``deadlines``: all of the case's, when the caller holds them already."""
     uow.session.flush()  # sessions do not autoflush: make this transaction's own writes visible to the reads
     now = deps.now()
     owner = uow.session.get(Agency, case.owner_agency)
-    participants = list(
-        uow.session.execute(
-            select(CaseParticipant.agency_code).where(CaseParticipant.case_id == case.id).order_by(CaseParticipant.id)
-        ).scalars()
-    )
-    if chart is None:
-        chart = new_chart(CaseContext(case_no=case.case_no), case.configuration, case.history)
-    rows = list(
-        uow.session.execute(
-            select(Deadline).where(Deadline.case_id == case.id).order_by(Deadline.started_at, Deadline.id)
-        ).scalars()
-    )
+    participants = list(uow.participants(case))
+    if deadlines is None:
+        rows = list(uow.session.execute(_CASE_DEADLINES, {"case_id": case.id}).scalars())
+    else:
+        rows = sorted(deadlines, key=lambda r: (r.started_at, r.id or 0))  # new rows have their id: flushed above
     pauses: dict[int, list[dict[str, str]]] = {}
     if rows:
         ledger = uow.session.execute(
@@ -931,7 +923,7 @@ def _view(deps: Deps, uow: UnitOfWork, case: Case, chart: CaseLifecycle | None =
         version=case.version,
         received_at=local_iso(case.received_at),
         participants=participants,
-        allowed_events=allowed_events_of(chart),
+        allowed_events=allowed_in(case.configuration, case.history),
         deadlines=deadlines,
         suspended_from=suspended_from,
     )
@@ -948,9 +940,8 @@ def allowed_events(deps: Deps, case_no: str, *, actor: str | None = None) -> lis
     """Events allowed in the case's state now, with label, sender kind and whether ``actor`` may send each."""
     with UnitOfWork(deps, read_only=True) as uow:
         case, officer = _readable_case(uow, case_no, actor)
-        chart = new_chart(CaseContext(case_no=case.case_no), case.configuration, case.history)
         result = []
-        for event in allowed_events_of(chart):
+        for event in allowed_in(case.configuration, case.history):
             may: bool | None = None
             if officer is not None:
                 try:

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from models.tables import Agency, Case, CaseEvent, CaseParticipant, Deadline, FiredAlert, Officer, OutboxMessage
 from notifications.channels import valid_address
@@ -218,6 +218,7 @@ def enqueue(
     """
     queued: set[str] = uow.session.info.setdefault("queued_dedupe_keys", set())
     addressed: set[str] = set()
+    rows: list[dict[str, Any]] = []
     for officer in recipients:
         if officer.username in addressed:
             continue
@@ -230,18 +231,21 @@ def enqueue(
             queued.add(key)
             row = _outbox_row(case, template, channel, key, officer.email, officer.username, rendered, at)
             if channel == "email":
-                row.ics = ics
+                row["ics"] = ics
             if channel == "email" and not valid_address(officer.email or ""):
-                row.status = "dead"
-                row.last_error = f"officer {officer.username} has no valid email address"
-                log.warning("%s: %s; %s not sent by email", case.case_no if case else "-", row.last_error, template)
-            uow.session.add(row)
+                row["status"] = "dead"
+                row["last_error"] = f"officer {officer.username} has no valid email address"
+                log.warning("%s: %s; %s not sent by email", case.case_no if case else "-", row["last_error"], template)
+            rows.append(row)
     # Subscribed systems get every notice of their cases, even one no officer of theirs receives.
-    _enqueue_webhooks(deps, uow, case, template, dedupe_prefix, at, queued, variables, agencies)
+    rows += _webhook_rows(deps, uow, case, template, dedupe_prefix, at, queued, variables, agencies)
+    if rows:
+        # One multi-row INSERT in the caller's transaction; ORM objects would cost more than the rendering.
+        uow.session.execute(insert(OutboxMessage), rows)
     return len(addressed)
 
 
-def _enqueue_webhooks(
+def _webhook_rows(
     deps: Deps,
     uow: UnitOfWork,
     case: Case | None,
@@ -251,14 +255,13 @@ def _enqueue_webhooks(
     queued: set[str],
     variables: dict[str, Any],
     agencies: set[str] | None = None,
-) -> None:
+) -> list[dict[str, Any]]:
     hooks = deps.notifications.webhooks
     if not hooks:
-        return
+        return []
     if case is not None:
-        agencies = set(
-            uow.session.execute(select(CaseParticipant.agency_code).where(CaseParticipant.case_id == case.id)).scalars()
-        )
+        agencies = set(uow.participants(case))
+    rows: list[dict[str, Any]] = []
     for hook in hooks:
         if hook.kinds and template not in hook.kinds:
             continue
@@ -269,7 +272,8 @@ def _enqueue_webhooks(
             continue
         queued.add(key)
         rendered = render(template, deps.lang, **{"recipient_name": hook.name, **variables})
-        uow.session.add(_outbox_row(case, template, "webhook", key, hook.name, None, rendered, at))
+        rows.append(_outbox_row(case, template, "webhook", key, hook.name, None, rendered, at))
+    return rows
 
 
 def _outbox_row(
@@ -281,8 +285,8 @@ def _outbox_row(
     username: str | None,
     rendered: Any,
     at: datetime,
-) -> OutboxMessage:
-    return OutboxMessage(
+) -> dict[str, Any]:
+    return dict(
         dedupe_key=key,
         case_id=case.id if case else None,
         kind=template,
@@ -296,6 +300,10 @@ def _outbox_row(
         template_version=rendered.template_version,
         lang=rendered.lang,
         status="pending",
+        attempts=0,
         next_attempt_at=at,
         created_at=at,
+        ics="",
+        last_error="",
+        claimed_by="",
     )

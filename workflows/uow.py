@@ -19,7 +19,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
 from models.db import SQLITE_BEGIN, is_sqlite, session_factory
-from models.tables import Case, Officer
+from models.tables import Case, CaseParticipant, Officer
 from notifications.bulletins import BulletinSettings
 from notifications.config import NotificationSettings
 from notifications.documents import DocumentSettings
@@ -124,7 +124,37 @@ class UnitOfWork:
         case = self.session.execute(stmt).scalar_one_or_none()
         if case is None:
             raise CaseNotFound(case_no)
+        if lock:
+            self._forget_participants(case)
         return case
+
+    def _forget_participants(self, case: Case) -> None:
+        # Read under the lock again: another transaction may have added a participant before it.
+        self.session.info.get("case_participants", {}).pop(case.id or 0, None)
+
+    def participants(self, case: Case) -> dict[str, str]:
+        """The case's participating agencies (code -> role, in joining order), read once per transaction;
+        ``add_participant`` keeps it current."""
+        cache: dict[int, dict[str, str]] = self.session.info.setdefault("case_participants", {})
+        found = cache.get(case.id or 0)
+        if found is None:
+            rows = self.session.execute(
+                select(CaseParticipant.agency_code, CaseParticipant.role)
+                .where(CaseParticipant.case_id == case.id)
+                .order_by(CaseParticipant.id)
+            ).all()
+            found = cache[case.id or 0] = {code: role for code, role in rows}
+        return found
+
+    def add_participant(self, case: Case, agency_code: str, role: str, event: str, at: datetime) -> None:
+        """Make ``agency_code`` a participant of ``case`` (nothing if it is one already)."""
+        members = self.participants(case)
+        if agency_code not in members:
+            self.session.add(
+                CaseParticipant(case_id=case.id, agency_code=agency_code, role=role, added_at=at, added_by_event=event)
+            )
+            self.session.flush()  # queries joining the participants in this transaction must see the row
+            members[agency_code] = role
 
     def lock(self, case: Case) -> None:
         """Lock a case already loaded in this transaction before appending to its audit chain (PostgreSQL
@@ -132,6 +162,7 @@ class UnitOfWork:
         may have appended meanwhile. What this transaction changed is flushed first, so it is kept."""
         if is_sqlite(self.deps.engine):
             return
+        self._forget_participants(case)
         self.session.flush()
         self.session.execute(
             select(Case).where(Case.id == case.id).with_for_update().execution_options(populate_existing=True)
