@@ -46,47 +46,50 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> int | None:
     return proc.returncode
 
 
-def descendants(pid: int) -> set[int]:
-    """Every living process below ``pid`` (read from /proc), whatever its session."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...), or None if it is gone."""
+    try:
         # The command name is in parentheses and may hold spaces: the fields after the last ")" are fixed.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found: set[int] = set()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def descendants(pid: int) -> set[tuple[int, str]]:
+    """Every living process below ``pid`` (read from /proc), whatever its session, as (pid, start time):
+    the start time tells a process from a later one that got its pid again."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    for entry in Path("/proc").iterdir():
+        fields = _stat(int(entry.name)) if entry.name.isdigit() else None
+        if fields:
+            children.setdefault(int(fields[1]), []).append((int(entry.name), fields[19]))
+    found: set[tuple[int, str]] = set()
     todo = [pid]
     while todo:
         for child in children.get(todo.pop(), []):
             if child not in found:
                 found.add(child)
-                todo.append(child)
+                todo.append(child[0])
     return found
 
 
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+def alive(process: tuple[int, str]) -> bool:
+    """Whether this process (pid, start time) still runs; a zombie does not."""
+    fields = _stat(process[0])
+    return fields is not None and fields[19] == process[1] and fields[0] != "Z"
 
 
-def kill_all(pids: set[int], timeout: float = 10) -> set[int]:
-    """SIGTERM ``pids``, SIGKILL those still there after ``timeout``; returns those that survived both."""
+def kill_all(processes: set[tuple[int, str]], timeout: float = 10) -> set[tuple[int, str]]:
+    """SIGTERM ``processes`` (from ``descendants``), SIGKILL those still there after ``timeout``; returns those
+    that survived both. A pid now held by another process is left alone."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        for pid in [p for p in pids if alive(p)]:
+        for process in [p for p in processes if alive(p)]:
             with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
-                os.kill(pid, sig)
+                os.kill(process[0], sig)
         deadline = time.monotonic() + wait
-        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(alive(p) for p in processes) and time.monotonic() < deadline:
             time.sleep(0.2)
-    return {p for p in pids if alive(p)}
+    return {p for p in processes if alive(p)}
 
 
 def prefect_env(
