@@ -119,8 +119,9 @@ def scaled_deployments(
     the information bulletins, with the schedules of ``config_path``.
 
     The sweep and relay intervals default to ``[scheduler] sweep_every_seconds`` and ``[notifications]
-    relay_every_seconds``; meeting preparation looks every ``[meetings] prepare_every_seconds``; the
-    bulletins run on the 1st at 08:00 (Beijing) for the month, and the quarter, just ended.
+    relay_every_seconds``; meeting preparation looks every ``[meetings] prepare_every_seconds``; the monthly
+    bulletin runs on ``[bulletins] cron`` (default the 1st at 08:00, Beijing) for the month just ended, the
+    quarterly one on the 1st of each quarter's first month at 08:00.
     """
     from workflows.flows.bulletin import bulletin_deployment  # these import this module's helpers
     from workflows.flows.meetings import meeting_deployment
@@ -135,7 +136,7 @@ def scaled_deployments(
         sweep_deployment(config_path, every_seconds),
         relay_deployment(config_path, relay_every_seconds),
         meeting_deployment(config_path, settings.meetings.prepare_every_seconds),
-        bulletin_deployment(config_path, kind="monthly"),
+        bulletin_deployment(config_path, settings.bulletins.cron, kind="monthly"),
         bulletin_deployment(config_path, kind="quarterly"),
     ]
 
