@@ -314,20 +314,25 @@ def run(topology: Topology, report: Report) -> None:
         wait_healthy(f"http://127.0.0.1:{proxy_port}/healthz", t.procs["nginx"], t.log("nginx"), 30)
 
     with report.step("requests through nginx") as d:
-        answered: dict[str, int] = {}
+        expected = {f"127.0.0.1:{p}" for p in web_ports}
+        auth = {"Authorization": f"Bearer {bearer}"}
+        answered: dict[str, dict[str, int]] = {"/healthz": {}, "/api/v1/me": {}}
         with httpx.Client(base_url=f"http://127.0.0.1:{proxy_port}", timeout=10) as client:
-            for path, headers in [("/healthz", {})] * 4 + [("/api/v1/me", {"Authorization": f"Bearer {bearer}"})] * 4:
-                response = client.get(path, headers=headers)
+            # nginx takes the workers in turn: a run of each kind of request reaches every one of them.
+            for path in ["/healthz"] * (2 * t.workers) + ["/api/v1/me"] * (2 * t.workers):
+                response = client.get(path, headers=auth if path == "/api/v1/me" else {})
                 if response.status_code != 200:
                     raise SmokeFailure(f"GET {path} through nginx: {response.status_code} {response.text[:300]}")
                 if path == "/api/v1/me" and response.json().get("username") != "sm_amr_handler":
                     raise SmokeFailure(f"GET /api/v1/me answered {response.text[:300]}")
+                seen = answered[path]
                 upstream = response.headers.get(UPSTREAM_HEADER, "?")
-                answered[upstream] = answered.get(upstream, 0) + 1
-        expected = {f"127.0.0.1:{p}" for p in web_ports}
-        if set(answered) != expected:
-            raise SmokeFailure(f"{UPSTREAM_HEADER} seen {answered}, expected every one of {sorted(expected)}")
-        d.append(", ".join(f"{u} answered {n}" for u, n in sorted(answered.items())))
+                seen[upstream] = seen.get(upstream, 0) + 1
+        for path, seen in answered.items():
+            if set(seen) != expected:
+                raise SmokeFailure(f"GET {path}: {UPSTREAM_HEADER} seen {seen}, expected each of {sorted(expected)}")
+        totals = {u: answered["/healthz"][u] + answered["/api/v1/me"][u] for u in sorted(expected)}
+        d.append(", ".join(f"{u} answered {n}" for u, n in totals.items()))
         d.append("a token created by the CLI authenticates on every worker")
 
     with report.step("Prefect server on PostgreSQL") as d:
@@ -417,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(f"  {line}" for line in report.lines))
     if failure:
         print(f"  {failure}")
-    keep = args.keep or code != 0
+    keep = args.keep or code == 1  # a failed check leaves its logs; a missing prerequisite has none
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"{'PASSED' if code == 0 else 'FAILED'} in {report.total():.1f} s" + (f"; logs in {workdir}" if keep else ""))
