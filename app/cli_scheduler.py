@@ -219,17 +219,31 @@ def _scaled_config() -> str:
 
 
 @prefect_app.command("deploy")
-def prefect_deploy(as_json: JsonOpt = False) -> None:
+def prefect_deploy(
+    work_pool: Annotated[
+        str | None,
+        typer.Option(
+            "--work-pool",
+            help="Register them to this work pool (created as a process pool if missing) for "
+            "`prefect worker start --pool NAME`; without it `jointcase prefect serve` runs them.",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Register the deployments (deadline sweep, outbox relay, meeting preparation, bulletins) with their
-    schedules from config.toml on the Prefect server; `jointcase prefect serve` (or a worker) runs them."""
+    schedules from config.toml on the Prefect server; `jointcase prefect serve` or a Prefect worker runs them."""
     with _errors(as_json):
         config_path = _scaled_config()
-        from workflows.flows.sweep import scaled_deployments
+        from workflows.flows.sweep import ensure_process_pool, scaled_deployments
 
         rows = []
         with _log_to_stderr("workflows"):
+            if work_pool:
+                ensure_process_pool(work_pool)
             for deployment in scaled_deployments(config_path):
-                deployment_id = deployment.apply()
+                # The same deployment either way; with a pool, a worker imports the flow from the installed
+                # package (module-path entrypoint, no pull steps) on whichever machine it runs.
+                deployment_id = deployment.apply(work_pool_name=work_pool)
                 schedules = [
                     str(getattr(s.schedule, "interval", None) or getattr(s.schedule, "cron", ""))
                     for s in deployment.schedules
@@ -240,11 +254,13 @@ def prefect_deploy(as_json: JsonOpt = False) -> None:
                         "flow": deployment.flow_name,
                         "id": str(deployment_id),
                         "schedules": schedules,
+                        "work_pool": work_pool,
                     }
                 )
 
         def human() -> None:
-            table = Table(title="Prefect deployments")
+            where = f"work pool {work_pool}" if work_pool else "for `jointcase prefect serve`"
+            table = Table(title=f"Prefect deployments ({where})")
             for col in ("flow/deployment", "schedule", "id"):
                 table.add_column(col)
             for row in rows:

@@ -7,9 +7,6 @@ database. Every process the test starts is stopped (SIGTERM, then SIGKILL of its
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,42 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deploy.processes import free_port, prefect_env, start, stop, wait_healthy
 from tests.conftest import write_config
 
 JOINTCASE = [str(Path(sys.executable).parent / "jointcase")]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> int | None:
-    """SIGTERM the process group, then SIGKILL it if it lingers; returns the exit code."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    return proc.returncode
-
-
-def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",  # schedule new runs within seconds, not a minute
-        PREFECT_RUNNER_POLL_FREQUENCY="2",
-        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-    )
-    if api_url:
-        env["PREFECT_API_URL"] = api_url
-    return env
 
 
 @pytest.fixture
@@ -63,33 +28,18 @@ def prefect_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     home = tmp_path / "prefect-home"
     home.mkdir()
     port = free_port()
-    log = (tmp_path / "prefect-server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-        env=prefect_env(home),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log = tmp_path / "prefect-server.log"
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
+    proc = start(cmd, prefect_env(home), log)
     api = f"http://127.0.0.1:{port}/api"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                tail = (tmp_path / "prefect-server.log").read_text()[-2000:]
-                pytest.fail(f"prefect server exited with {proc.returncode}: {tail}")
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("prefect server did not answer /api/health within 120 s")
-            time.sleep(0.5)
+        try:
+            wait_healthy(f"{api}/health", proc, log, timeout=120)
+        except RuntimeError as err:
+            pytest.fail(f"prefect server: {err}")
         yield api, home
     finally:
         stop(proc)
-        log.close()
     assert proc.returncode is not None
 
 
@@ -127,10 +77,7 @@ def test_deploy_and_serve_prepare_the_meeting_on_a_real_prefect_server(
     assert {d["name"] for d in registered} >= {"meeting-preparation", "deadline-sweep"}
     assert meetings(db) == []
 
-    serve_log = (tmp_path / "serve.log").open("wb")
-    serve = subprocess.Popen(
-        [*base, "prefect", "serve"], env=env, stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    serve = start([*base, "prefect", "serve"], env, tmp_path / "serve.log")
     try:
         deadline = time.monotonic() + 150
         while not meetings(db) and time.monotonic() < deadline:
@@ -150,5 +97,4 @@ def test_deploy_and_serve_prepare_the_meeting_on_a_real_prefect_server(
         assert sum(1 for r in runs if r["name"]) >= 1
     finally:
         code = stop(serve)
-        serve_log.close()
     assert code is not None and serve.poll() is not None

@@ -6,7 +6,8 @@ in a worker thread: on a warm test server an async flow run costs 0.12-0.16 s, a
 claims and the unique ``fired_alerts`` rows make a repeated run harmless); retries only for transient
 database errors, never for domain errors. ``serve_deployments`` serves it, and the outbox relay of
 ``workflows.flows.relay`` (which reuses ``parse_now``, ``is_transient`` and ``retry_transient`` from here), on
-their intervals for a Prefect server.
+their intervals for a Prefect server; the same deployments go to a work pool (``ensure_process_pool``) for
+``prefect worker start`` to run instead.
 
 Like ``runtime``, this module is a process edge and may read the settings (``serve_deployments``).
 """
@@ -118,8 +119,9 @@ def scaled_deployments(
     the information bulletins, with the schedules of ``config_path``.
 
     The sweep and relay intervals default to ``[scheduler] sweep_every_seconds`` and ``[notifications]
-    relay_every_seconds``; meeting preparation looks every ``[meetings] prepare_every_seconds``; the
-    bulletins run on the 1st at 08:00 (Beijing) for the month, and the quarter, just ended.
+    relay_every_seconds``; meeting preparation looks every ``[meetings] prepare_every_seconds``; the monthly
+    bulletin runs on ``[bulletins] cron`` (default the 1st at 08:00, Beijing) for the month just ended, the
+    quarterly one on the 1st of each quarter's first month at 08:00.
     """
     from workflows.flows.bulletin import bulletin_deployment  # these import this module's helpers
     from workflows.flows.meetings import meeting_deployment
@@ -134,9 +136,29 @@ def scaled_deployments(
         sweep_deployment(config_path, every_seconds),
         relay_deployment(config_path, relay_every_seconds),
         meeting_deployment(config_path, settings.meetings.prepare_every_seconds),
-        bulletin_deployment(config_path, kind="monthly"),
+        bulletin_deployment(config_path, settings.bulletins.cron, kind="monthly"),
         bulletin_deployment(config_path, kind="quarterly"),
     ]
+
+
+def ensure_process_pool(name: str) -> str:
+    """Create the Prefect work pool ``name`` of type ``process`` unless it exists; returns its type.
+
+    A pool that exists is left as it is (a site may run another worker type), so this is safe to repeat.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.workers.process import ProcessWorker
+
+    with get_client(sync_client=True) as client:
+        try:
+            # The process worker's own job template: `prefect worker start --type process` expects it.
+            template = ProcessWorker.get_default_base_job_template()
+            pool = client.create_work_pool(WorkPoolCreate(name=name, type="process", base_job_template=template))
+        except ObjectAlreadyExists:
+            pool = client.read_work_pool(name)
+    return str(pool.type)
 
 
 def serve_deployments(
@@ -151,6 +173,7 @@ def serve_deployments(
 
 __all__ = [
     "deadline_sweep",
+    "ensure_process_pool",
     "fire_due_deadlines_task",
     "is_transient",
     "parse_now",

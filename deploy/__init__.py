@@ -1,0 +1,1 @@
+"""The scaled deployment: systemd units, nginx site, compose file, and the smoke test (``python -m deploy.smoke``)."""
