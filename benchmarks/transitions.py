@@ -222,7 +222,7 @@ class RawDriver:
         cur.execute(f"SELECT * FROM officers WHERE username = {p}", (ACTOR,))
         cur.fetchall()
         cur.execute(f"SELECT agency_code, role FROM case_participants WHERE case_id = {p} ORDER BY id", (case_id,))
-        cur.fetchall()
+        others = [code for code, _role in cur.fetchall() if code != "sm-psb"]
         cur.execute(f"SELECT * FROM agencies WHERE code = {p}", ("sm-psb",))
         cur.fetchall()
         marks = ", ".join([p] * len(self.record_events))
@@ -233,11 +233,10 @@ class RawDriver:
         cur.fetchall()
         cur.execute(f"SELECT * FROM deadlines WHERE case_id = {p} ORDER BY started_at, id", (case_id,))
         ids = [row[0] for row in cur.fetchall()]
-        cur.execute(
-            "SELECT o.*, a.* FROM officers o JOIN case_participants cp ON cp.agency_code = o.agency_code"
-            f" JOIN agencies a ON a.code = o.agency_code WHERE cp.case_id = {p} AND o.liaison AND o.active"
-            f" AND o.agency_code != {p} ORDER BY o.username",
-            (case_id, "sm-psb"),
+        cur.execute(  # the notice's recipients: liaison officers of the other participating agencies
+            f"SELECT * FROM officers WHERE agency_code IN ({', '.join([p] * len(others))}) AND liaison AND active"
+            " ORDER BY username",
+            others,
         )
         cur.fetchall()
         return ids

@@ -24,6 +24,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
+from functools import lru_cache
 from types import TracebackType
 from typing import Any
 
@@ -70,6 +71,7 @@ class Outgoing:
     ics: str = ""  # an iCalendar invitation (meeting notices), sent as a text/calendar part
 
 
+@lru_cache(maxsize=4096)  # pure, and asked for every notice of every transition
 def valid_address(address: str) -> bool:
     """Whether ``address`` is one plain mailbox (``user@domain``) that survives a round trip through the
     email parser unchanged: no display name, no list, nothing the SMTP envelope could read differently."""

@@ -30,7 +30,6 @@ from models.tables import (
     Case,
     CaseEvent,
     CaseNumberSequence,
-    CaseParticipant,
     Deadline,
     DeadlinePause,
     Officer,
@@ -811,19 +810,20 @@ def _extend(
 
 def _enqueue_case_notices(deps: Deps, uow: UnitOfWork, case: Case, record: CaseEvent, actor: Officer) -> None:
     """Tell the liaison officers of every other participating agency (信息通报), rendered now."""
-    stmt = (
-        select(Officer, Agency)
-        .join(CaseParticipant, CaseParticipant.agency_code == Officer.agency_code)
-        .join(Agency, Agency.code == Officer.agency_code)
-        .where(
-            CaseParticipant.case_id == case.id,
-            Officer.liaison.is_(True),  # type: ignore[attr-defined]
-            Officer.active.is_(True),  # type: ignore[attr-defined]
-            Officer.agency_code != actor.agency_code,
+    others = [code for code in uow.participants(case) if code != actor.agency_code]
+    recipients: list[Officer] = []
+    if others:
+        recipients = list(
+            uow.session.execute(
+                select(Officer)
+                .where(
+                    Officer.agency_code.in_(others),  # type: ignore[attr-defined]
+                    Officer.liaison.is_(True),  # type: ignore[attr-defined]
+                    Officer.active.is_(True),  # type: ignore[attr-defined]
+                )
+                .order_by(Officer.username)
+            ).scalars()
         )
-        .order_by(Officer.username)
-    )
-    recipients = [officer for officer, _agency in uow.session.execute(stmt).all()]
     if not recipients and not deps.notifications.webhooks:
         return
     actor_agency = uow.session.get(Agency, actor.agency_code)
