@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,11 +23,11 @@ from typing import Any
 from sqlalchemy import Engine, Select, bindparam, exists, or_, select, text, union
 
 from models.db import is_sqlite
-from models.tables import ActionItem, Agency, Case, Deadline, FiredAlert, Officer, Supervision
+from models.tables import ActionItem, Agency, Case, Deadline, FiredAlert, Supervision
 from states.clocks import AUTO_LIST, MISSED, alert_schedule, alerts_to_fire, parse_duration
 from states.errors import InvalidInput
 from states.lifecycle import state_label
-from workflows.cases import _remaining, _visible, clock_left
+from workflows.cases import _remaining
 from workflows.clockwork import (
     SYSTEM_ACTOR,
     Directory,
@@ -38,6 +38,7 @@ from workflows.clockwork import (
     refresh_next_alert,
     responsible_agency,
 )
+from workflows.dashboard import RUNNING_DEADLINE, only_visible, responsible_agency_code
 from workflows.meetings import fire_overdue_action_items
 from workflows.supervision import auto_list, check_supervision
 from workflows.uow import Deps, UnitOfWork
@@ -367,6 +368,7 @@ class DeadlineRow:
     provisional: bool
     responsible: str
     basis: str
+    responsible_agency: str = ""  # the agency that must act: the latest participant of kind ``responsible``
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -381,53 +383,67 @@ def list_deadlines(
     overdue: bool = False,
     due_within: timedelta | None = None,
     limit: int = 500,
+    agencies: Collection[str] | None = None,
 ) -> list[DeadlineRow]:
     """Open deadlines (running or paused), nearest first; ``overdue``: only running ones past due;
-    ``due_within``: only those due before now + span. ``actor``: only cases that officer may see."""
+    ``due_within``: only those due before now + span; ``agencies``: only those these agencies must act on.
+    ``actor``: only cases that officer may see. The first ``limit``."""
     now = deps.now()
-    with UnitOfWork(deps, read_only=True) as uow:
-        stmt: Select[Any] = (
-            select(Deadline, Case)
-            .join(Case, Case.id == Deadline.case_id)
-            .where(text("deadlines.status IN ('running', 'paused')"))
-            .order_by(Deadline.due_at, Deadline.id)
+    responsible = responsible_agency_code()
+    stmt: Select[Any] = (
+        select(
+            Case.case_no,
+            Case.title,
+            Case.owner_agency,
+            Case.state,
+            Deadline.rule,
+            Deadline.label,
+            Deadline.status,
+            Deadline.due_at,
+            Deadline.paused_at,
+            Deadline.provisional,
+            Deadline.responsible,
+            Deadline.basis,
+            responsible,
         )
-        if overdue:
-            stmt = stmt.where(Deadline.status == "running", Deadline.due_at < now)  # type: ignore[arg-type]
-        if due_within is not None:
-            stmt = stmt.where(Deadline.due_at <= now + due_within)  # type: ignore[arg-type]
-        officer: Officer | None = uow.officer(actor) if actor else None
-        if officer is None:
-            stmt = stmt.limit(limit)  # the operator sees every row: let the database stop at the limit
-        visible: dict[int, bool] = {}
-        rows: list[DeadlineRow] = []
-        for deadline, case in uow.session.execute(stmt):
-            if officer is not None:
-                if case.id not in visible:
-                    visible[case.id] = _visible(uow, case, officer)
-                if not visible[case.id]:
-                    continue
-            late = deadline.status == "running" and now > deadline.due_at
-            rows.append(
-                DeadlineRow(
-                    case_no=case.case_no,
-                    title=case.title,
-                    agency=case.owner_agency,
-                    state=case.state,
-                    rule=deadline.rule,
-                    label=deadline.label,
-                    status="missed" if late else deadline.status,
-                    due_at=local_iso(deadline.due_at),
-                    remaining=clock_left(deadline, now),
-                    overdue=late,
-                    provisional=deadline.provisional,
-                    responsible=deadline.responsible,
-                    basis=deadline.basis,
-                )
+        .join(Case, Case.id == Deadline.case_id)
+        .where(text("deadlines.status IN ('running', 'paused')"))
+        .order_by(Deadline.due_at, Deadline.id)
+        .limit(limit)  # visibility is part of the query: the database stops at the limit
+    )
+    if overdue:
+        stmt = stmt.where(RUNNING_DEADLINE, Deadline.due_at < now)  # type: ignore[arg-type]
+    if due_within is not None:
+        stmt = stmt.where(Deadline.due_at <= now + due_within)  # type: ignore[arg-type]
+    if agencies is not None:
+        stmt = stmt.where(responsible.in_(agencies))
+    with UnitOfWork(deps, read_only=True) as uow:
+        stmt = only_visible(stmt, uow, uow.officer(actor) if actor else None)
+        found = uow.session.connection().execute(stmt).all()
+    # Plain rows, not ORM objects: a list of hundreds costs what formatting them costs.
+    rows = []
+    for case_no, title, owner, state, rule, label, status, due_at, paused_at, provisional, kind, basis, agency in found:
+        late = status == "running" and now > due_at
+        rows.append(
+            DeadlineRow(
+                case_no=case_no,
+                title=title,
+                agency=owner,
+                state=state,
+                rule=rule,
+                label=label,
+                status="missed" if late else status,
+                due_at=local_iso(due_at),
+                # clock_left: frozen at the pause for a paused deadline
+                remaining=_remaining(due_at, paused_at if status == "paused" and paused_at else now),
+                overdue=late,
+                provisional=provisional,
+                responsible=kind,
+                basis=basis,
+                responsible_agency=agency,
             )
-            if len(rows) >= limit:
-                break
-        return rows
+        )
+    return rows
 
 
 __all__ = ["DeadlineRow", "SweepResult", "fire_due_deadlines", "list_deadlines", "parse_within"]
