@@ -44,9 +44,10 @@ def visible_cases(uow: UnitOfWork, officer: Officer) -> ColumnElement[bool] | No
         return None
     terms: list[ColumnElement[bool]] = []
     if "supervisor" in officer.roles:
-        mine = uow.session.get(Agency, officer.agency_code)
+        agencies = {a.code: a for a in uow.session.execute(select(Agency)).scalars()}
+        mine = agencies.get(officer.agency_code)
         if mine is not None:
-            covered = sorted(a.code for a in uow.session.execute(select(Agency)).scalars() if _covers(mine, a))
+            covered = sorted(code for code, owner in agencies.items() if _covers(mine, owner))
             if covered:
                 # First: the database stops at a true term, so only the other cases look up participants.
                 terms.append(Case.owner_agency.in_(covered))  # type: ignore[attr-defined]
@@ -60,9 +61,7 @@ def only_visible(stmt: Select[Any], uow: UnitOfWork, officer: Officer | None) ->
     return stmt if where is None else stmt.where(where)
 
 
-def responsible_agency_code() -> ColumnElement[str]:
-    """SQL for the agency that must act on a deadline: the participant of the deadline's ``responsible`` kind
-    that joined last, else the owner (``workflows.clockwork.responsible_agency`` for a whole query)."""
+def _responsible_agency_code() -> ColumnElement[str]:
     latest = (
         select(CaseParticipant.agency_code)
         .join(Agency, Agency.code == CaseParticipant.agency_code)
@@ -73,6 +72,11 @@ def responsible_agency_code() -> ColumnElement[str]:
         .scalar_subquery()
     )
     return func.coalesce(latest, Case.owner_agency)
+
+
+#: SQL for the agency that must act on a deadline: the participant of the deadline's ``responsible`` kind that
+#: joined last, else the owner (``workflows.clockwork.responsible_agency`` for a whole query). Built once.
+RESPONSIBLE_AGENCY = _responsible_agency_code()
 
 
 # --- counts -------------------------------------------------------------------------------------------------------
@@ -164,7 +168,7 @@ def figures(deps: Deps, *, actor: str, stages: tuple[datetime, datetime] | None 
         officer = uow.officer(actor)
         counts = _case_counts(uow, officer)
         by_agency: dict[str, Counter[str]] = {}
-        agency = responsible_agency_code()
+        agency = RESPONSIBLE_AGENCY
         overdue = _overdue_deadlines(uow, officer, now).with_only_columns(agency, func.count()).group_by(agency)
         for code, n in uow.session.execute(overdue):
             by_agency.setdefault(code, Counter())["overdue"] = n

@@ -38,7 +38,7 @@ from workflows.clockwork import (
     refresh_next_alert,
     responsible_agency,
 )
-from workflows.dashboard import RUNNING_DEADLINE, only_visible, responsible_agency_code
+from workflows.dashboard import RESPONSIBLE_AGENCY, RUNNING_DEADLINE, only_visible
 from workflows.meetings import fire_overdue_action_items
 from workflows.supervision import auto_list, check_supervision
 from workflows.uow import Deps, UnitOfWork
@@ -376,6 +376,29 @@ class DeadlineRow:
         return asdict(self)
 
 
+#: Open deadlines with their case and the agency that must act, nearest first (built once: a list is read often).
+_OPEN_DEADLINES: Select[Any] = (
+    select(
+        Case.case_no,
+        Case.title,
+        Case.owner_agency,
+        Case.state,
+        Deadline.rule,
+        Deadline.label,
+        Deadline.status,
+        Deadline.due_at,
+        Deadline.paused_at,
+        Deadline.provisional,
+        Deadline.responsible,
+        Deadline.basis,
+        RESPONSIBLE_AGENCY,
+    )
+    .join(Case, Case.id == Deadline.case_id)
+    .where(text("deadlines.status IN ('running', 'paused')"))
+    .order_by(Deadline.due_at, Deadline.id)
+)
+
+
 def list_deadlines(
     deps: Deps,
     *,
@@ -389,40 +412,27 @@ def list_deadlines(
     ``due_within``: only those due before now + span; ``agencies``: only those these agencies must act on.
     ``actor``: only cases that officer may see. The first ``limit``."""
     now = deps.now()
-    responsible = responsible_agency_code()
-    stmt: Select[Any] = (
-        select(
-            Case.case_no,
-            Case.title,
-            Case.owner_agency,
-            Case.state,
-            Deadline.rule,
-            Deadline.label,
-            Deadline.status,
-            Deadline.due_at,
-            Deadline.paused_at,
-            Deadline.provisional,
-            Deadline.responsible,
-            Deadline.basis,
-            responsible,
-        )
-        .join(Case, Case.id == Deadline.case_id)
-        .where(text("deadlines.status IN ('running', 'paused')"))
-        .order_by(Deadline.due_at, Deadline.id)
-        .limit(limit)  # visibility is part of the query: the database stops at the limit
-    )
+    stmt = _OPEN_DEADLINES.limit(limit)  # visibility is part of the query: the database stops at the limit
     if overdue:
         stmt = stmt.where(RUNNING_DEADLINE, Deadline.due_at < now)  # type: ignore[arg-type]
     if due_within is not None:
         stmt = stmt.where(Deadline.due_at <= now + due_within)  # type: ignore[arg-type]
     if agencies is not None:
-        stmt = stmt.where(responsible.in_(agencies))
+        stmt = stmt.where(RESPONSIBLE_AGENCY.in_(agencies))
     with UnitOfWork(deps, read_only=True) as uow:
         stmt = only_visible(stmt, uow, uow.officer(actor) if actor else None)
         found = uow.session.connection().execute(stmt).all()
-    # Plain rows, not ORM objects: a list of hundreds costs what formatting them costs.
+    # Plain rows, not ORM objects: a list of hundreds costs what formatting them costs. Day-based deadlines end
+    # at the end of a day, so neighbours in this due-date order often share a due time: format it once.
     rows = []
+    last: tuple[datetime, str, str] | None = None
     for case_no, title, owner, state, rule, label, status, due_at, paused_at, provisional, kind, basis, agency in found:
+        if status == "paused" and paused_at:
+            due_text, left = local_iso(due_at), _remaining(due_at, paused_at)  # clock_left: frozen at the pause
+        else:
+            if last is None or last[0] != due_at:
+                last = (due_at, local_iso(due_at), _remaining(due_at, now))
+            _due, due_text, left = last
         late = status == "running" and now > due_at
         rows.append(
             DeadlineRow(
@@ -433,9 +443,8 @@ def list_deadlines(
                 rule=rule,
                 label=label,
                 status="missed" if late else status,
-                due_at=local_iso(due_at),
-                # clock_left: frozen at the pause for a paused deadline
-                remaining=_remaining(due_at, paused_at if status == "paused" and paused_at else now),
+                due_at=due_text,
+                remaining=left,
                 overdue=late,
                 provisional=provisional,
                 responsible=kind,

@@ -119,7 +119,10 @@ def reference(deps: Deps, actor: str) -> dict[str, Any]:
             for v in views
         ],
         "open": sorted(
-            (v.case_no, d.rule) for v in views for d in v.deadlines if d.overdue or d.status in ("running", "paused")
+            (v.case_no, d.rule, d.status, d.due_at, d.remaining, d.overdue)
+            for v in views
+            for d in v.deadlines
+            if d.overdue or d.status in ("running", "paused")
         ),
     }
 
@@ -136,7 +139,10 @@ def test_the_sql_figures_equal_the_per_case_computation(demo: Deps) -> None:
         assert {code: +line for code, line in fig.by_agency.items()} == ref["by_agency"], actor
         late = list_deadlines(deps, actor=actor, overdue=True, limit=10_000)
         assert sorted((d.case_no, d.rule, d.responsible_agency) for d in late) == ref["missed"], actor
-        assert sorted((d.case_no, d.rule) for d in list_deadlines(deps, actor=actor, limit=10_000)) == ref["open"]
+        listed_open = list_deadlines(deps, actor=actor, limit=10_000)
+        assert (
+            sorted((d.case_no, d.rule, d.status, d.due_at, d.remaining, d.overdue) for d in listed_open) == ref["open"]
+        )
         listed = open_listings(deps, actor=actor)
         assert sorted((s.case_no, s.id) for s, _title in listed) == ref["listings"], actor
         assert sorted(a.id for a in overdue_action_items(deps, actor=actor)) == ref["actions"], actor
@@ -146,6 +152,7 @@ def test_the_sql_figures_equal_the_per_case_computation(demo: Deps) -> None:
         seen_listings += len(listed)
         seen_escalated += fig.totals["escalated"]
     assert seen_listings and seen_escalated, "the data has open and escalated listings"
+    assert any(d.status == "paused" for d in list_deadlines(deps)), "the data has paused clocks"
 
 
 def test_visibility_narrows_the_figures(demo: Deps) -> None:
