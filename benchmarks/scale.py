@@ -112,28 +112,34 @@ def _cases(n: int) -> Iterator[dict[str, Any]]:
         }
 
 
-def _rows(n: int, which: str) -> Iterator[tuple[Any, ...]]:
-    """The rows of one table (cases, deadlines, case_participants, supervisions) for ``n`` cases."""
+def _chunks(n: int, size: int = 50_000) -> Iterator[dict[str, list[tuple[Any, ...]]]]:
+    """The rows of each table (cases, deadlines, case_participants, supervisions) for ``n`` cases, ``size`` cases
+    at a time: one pass over the seed's draws, and a million cases never in memory at once."""
+    chunk: dict[str, list[tuple[Any, ...]]] = {table: [] for table in COLUMNS}
     participant = 0
     for c in _cases(n):
         i, received, closed = c["id"], c["received"], c["state"] == "closed"
-        if which == "cases":
-            yield (i, f"bench-2026-{i:07d}", f"基准案件 {i}", "report", c["owner"], c["state"], c["phase"], CONF, "{}",
-                   '{"counters": {}}', 3, received, "sm_amr_handler", received, received, "")  # fmt: skip
-        elif which == "deadlines":
-            kind = "police" if c["police"] else "market_regulation"
-            status, alert = ("met", None) if closed else ("running", c["alert"])
-            yield (i, i, "A2", "立案审查期限", "基准", "days", 30, status, received, c["due"], "file_case", kind,
-                   c["due"], "[]", alert, "reminder" if alert else "", 0, False, "")  # fmt: skip
-        elif which == "case_participants":
-            for code, role in ((c["owner"], "owner"), (c["police"], "receiver")):
-                if code:
-                    participant += 1
-                    yield (participant, i, code, role, received, "open_case" if role == "owner" else "transfer")
-        elif which == "supervisions" and c["listed"]:
+        case = (i, f"bench-2026-{i:07d}", f"基准案件 {i}", "report", c["owner"], c["state"], c["phase"], CONF, "{}",
+                '{"counters": {}}', 3, received, "sm_amr_handler", received, received, "")  # fmt: skip
+        chunk["cases"].append(case)
+        kind = "police" if c["police"] else "market_regulation"
+        status, alert = ("met", None) if closed else ("running", c["alert"])
+        deadline = (i, i, "A2", "立案审查期限", "基准", "days", 30, status, received, c["due"], "file_case", kind,
+                    c["due"], "[]", alert, "reminder" if alert else "", 0, False, "")  # fmt: skip
+        chunk["deadlines"].append(deadline)
+        for code, role in ((c["owner"], "owner"), (c["police"], "receiver")):
+            if code:
+                participant += 1
+                event = "open_case" if role == "owner" else "transfer_to_police"
+                chunk["case_participants"].append((participant, i, code, role, received, event))
+        if c["listed"]:
             check, due = c["alert"], c["alert"] + timedelta(days=30)
-            yield (i, i, "city", "listed", "基准督办", SUPERVISOR, "sm-amr", c["owner"], received, due, 15, check, 0,
-                   c["escalations"], "", check, "", "")  # fmt: skip
+            listing = (i, i, "city", "listed", "基准督办", SUPERVISOR, "sm-amr", c["owner"], received, due, 15, check,
+                       0, c["escalations"], "", check, "", "")  # fmt: skip
+            chunk["supervisions"].append(listing)
+        if i % size == 0 or i == n:
+            yield chunk
+            chunk = {table: [] for table in COLUMNS}
 
 
 COLUMNS = {
@@ -157,10 +163,11 @@ def load_sqlite(path: str, n: int) -> None:
 
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("BEGIN IMMEDIATE")
-    for table, cols in COLUMNS.items():
-        marks = ", ".join("?" * len(cols.split(",")))
-        rows = (tuple(map(_ts, r)) for r in _rows(n, table))
-        conn.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)
+    for chunk in _chunks(n):
+        for table, rows in chunk.items():
+            cols = COLUMNS[table]
+            marks = ", ".join("?" * len(cols.split(",")))
+            conn.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", (tuple(map(_ts, r)) for r in rows))
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.close()
@@ -171,10 +178,11 @@ def load_postgres(url: Any, n: int) -> None:
 
     with psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, dbname=url.database) as conn:
         with conn.cursor() as cur:
-            for table, cols in COLUMNS.items():
-                with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
-                    for row in _rows(n, table):
-                        copy.write_row(row)
+            for chunk in _chunks(n):
+                for table, rows in chunk.items():
+                    with cur.copy(f"COPY {table} ({COLUMNS[table]}) FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row(row)
         conn.commit()
         conn.autocommit = True
         conn.execute("ANALYZE")
