@@ -15,18 +15,19 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, select, text, union
+from sqlalchemy import Engine, Select, bindparam, exists, or_, select, text, union
 
 from models.db import is_sqlite
-from models.tables import Agency, Case, Deadline, FiredAlert, Officer, Supervision
+from models.tables import ActionItem, Agency, Case, Deadline, FiredAlert, Supervision
 from states.clocks import AUTO_LIST, MISSED, alert_schedule, alerts_to_fire, parse_duration
 from states.errors import InvalidInput
 from states.lifecycle import state_label
-from workflows.cases import _remaining, _visible, clock_left
+from workflows.cases import _remaining
 from workflows.clockwork import (
     SYSTEM_ACTOR,
     Directory,
@@ -37,6 +38,7 @@ from workflows.clockwork import (
     refresh_next_alert,
     responsible_agency,
 )
+from workflows.dashboard import RESPONSIBLE_AGENCY, RUNNING_DEADLINE, only_visible
 from workflows.meetings import fire_overdue_action_items
 from workflows.supervision import auto_list, check_supervision
 from workflows.uow import Deps, UnitOfWork
@@ -48,6 +50,23 @@ SQLITE_BATCH_GAP = 0.05  # seconds; SQLite's busy handler polls waiting writers 
 # Literal SQL for the status tests: a bound parameter would stop SQLite from using the partial indexes.
 _RUNNING_WITH_ALERT = text("deadlines.status = 'running' AND deadlines.next_alert_at IS NOT NULL")
 _OPEN_LISTING = text("supervisions.state != 'delisted' AND supervisions.next_check_at IS NOT NULL")
+_OPEN_ACTION = text("action_items.state = 'open'")
+
+_NOW = bindparam("now", type_=Deadline.__table__.c.due_at.type)  # type: ignore[attr-defined]
+#: Is anything due? (cases with a due alert or listing, overdue action items): one read before any write
+#: transaction, so an idle sweep — nearly every run at scale — takes no write lock and loads no objects.
+_PROBE: Select[Any] = select(
+    or_(
+        exists().where(_RUNNING_WITH_ALERT, Deadline.next_alert_at <= _NOW),  # type: ignore[operator]
+        exists().where(_OPEN_LISTING, Supervision.next_check_at <= _NOW),  # type: ignore[operator]
+    ),
+    # The condition of workflows.meetings.fire_overdue_action_items, which does the work.
+    exists().where(
+        _OPEN_ACTION,
+        ActionItem.due_at < _NOW,  # type: ignore[operator]
+        or_(ActionItem.escalated_for.is_(None), ActionItem.escalated_for != ActionItem.due_at),  # type: ignore[union-attr]
+    ),
+)
 
 
 @dataclass
@@ -88,6 +107,54 @@ def _claim(uow: UnitOfWork, now: datetime, batch_size: int) -> list[Case]:
     return list(uow.session.execute(stmt).scalars())
 
 
+@dataclass(frozen=True)
+class _CompiledProbe:
+    """``_PROBE`` compiled for one dialect, with how to pass ``now`` to its driver."""
+
+    sql: str
+    positions: int | None  # positional parameters (SQLite's qmark style); None: named (psycopg)
+    bind: Callable[[Any], Any] | None  # the column type's conversion of ``now`` for this driver
+
+
+_compiled_probes: dict[str, _CompiledProbe] = {}
+
+
+def _compiled_probe(engine: Engine) -> _CompiledProbe:
+    dialect = engine.dialect
+    probe = _compiled_probes.get(dialect.name)
+    if probe is None:
+        compiled = _PROBE.compile(dialect=dialect)
+        positions = len(compiled.positiontup or ()) if compiled.positional else None
+        bind = _NOW.type.dialect_impl(dialect).bind_processor(dialect)
+        probe = _compiled_probes[dialect.name] = _CompiledProbe(str(compiled), positions, bind)
+    return probe
+
+
+def _due_work(deps: Deps, now: datetime) -> tuple[bool, bool]:
+    """(any case to claim, any overdue action item) at ``now``: one read on a pooled driver connection.
+
+    No session, no transaction of ours and, on SQLite, no write lock: the idle sweep costs about what the
+    bare query costs (its SQL is compiled once per dialect). Finding work here and none in the claim (another
+    sweeper was faster) is harmless; work that falls due after this read is the next run's.
+    """
+    probe = _compiled_probe(deps.engine)
+    value = probe.bind(now) if probe.bind else now
+    conn = deps.engine.raw_connection()
+    try:
+        cursor = conn.cursor()
+        if probe.positions is None:
+            # psycopg prepares a statement run five times on a connection; PostgreSQL may then plan it once for
+            # any ``now`` and scan instead of using the partial indexes (7 ms instead of 0.2 ms at 100k cases).
+            cursor.execute(probe.sql, {"now": value}, prepare=False)
+        else:
+            cursor.execute(probe.sql, (value,) * probe.positions)  # SQLite: autocommit read (models.db)
+        cases_due, actions_due = cursor.fetchone()
+        cursor.close()
+    finally:
+        conn.close()  # back to the pool, which rolls back PostgreSQL's implicit read transaction
+    return bool(cases_due), bool(actions_due)
+
+
 def fire_due_deadlines(
     deps: Deps, now: datetime | None = None, *, batch_size: int = 200, max_batches: int | None = None
 ) -> SweepResult:
@@ -98,7 +165,8 @@ def fire_due_deadlines(
     now = now or deps.now()
     result = SweepResult()
     sqlite = is_sqlite(deps.engine)
-    while max_batches is None or result.batches < max_batches:
+    cases_due, actions_due = _due_work(deps, now)
+    while cases_due and (max_batches is None or result.batches < max_batches):
         with UnitOfWork(deps) as uow:
             cases = _claim(uow, now, batch_size)
             if not cases:
@@ -116,7 +184,8 @@ def fire_due_deadlines(
             # lock gets in, instead of a long sweep holding it batch after batch.
             time.sleep(SQLITE_BATCH_GAP)
     # Meeting resolutions have due dates too: a missed one escalates like a statutory deadline.
-    result.action_items = fire_overdue_action_items(deps, now)
+    if actions_due:
+        result.action_items = fire_overdue_action_items(deps, now)
     if result.fired:
         log.info(
             "sweep: %s reminder(s), %s miss(es), %s auto-listing(s), %s escalation(s) on %s case(s), "
@@ -299,11 +368,35 @@ class DeadlineRow:
     provisional: bool
     responsible: str
     basis: str
+    responsible_agency: str = ""  # the agency that must act: the latest participant of kind ``responsible``
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
+
+
+#: Open deadlines with their case and the agency that must act, nearest first (built once: a list is read often).
+_OPEN_DEADLINES: Select[Any] = (
+    select(
+        Case.case_no,
+        Case.title,
+        Case.owner_agency,
+        Case.state,
+        Deadline.rule,
+        Deadline.label,
+        Deadline.status,
+        Deadline.due_at,
+        Deadline.paused_at,
+        Deadline.provisional,
+        Deadline.responsible,
+        Deadline.basis,
+        RESPONSIBLE_AGENCY,
+    )
+    .join(Case, Case.id == Deadline.case_id)
+    .where(text("deadlines.status IN ('running', 'paused')"))
+    .order_by(Deadline.due_at, Deadline.id)
+)
 
 
 def list_deadlines(
@@ -313,53 +406,53 @@ def list_deadlines(
     overdue: bool = False,
     due_within: timedelta | None = None,
     limit: int = 500,
+    agencies: Collection[str] | None = None,
 ) -> list[DeadlineRow]:
     """Open deadlines (running or paused), nearest first; ``overdue``: only running ones past due;
-    ``due_within``: only those due before now + span. ``actor``: only cases that officer may see."""
+    ``due_within``: only those due before now + span; ``agencies``: only those these agencies must act on.
+    ``actor``: only cases that officer may see. The first ``limit``."""
     now = deps.now()
+    stmt = _OPEN_DEADLINES.limit(limit)  # visibility is part of the query: the database stops at the limit
+    if overdue:
+        stmt = stmt.where(RUNNING_DEADLINE, Deadline.due_at < now)  # type: ignore[arg-type]
+    if due_within is not None:
+        stmt = stmt.where(Deadline.due_at <= now + due_within)  # type: ignore[arg-type]
+    if agencies is not None:
+        stmt = stmt.where(RESPONSIBLE_AGENCY.in_(agencies))
     with UnitOfWork(deps, read_only=True) as uow:
-        stmt: Select[Any] = (
-            select(Deadline, Case)
-            .join(Case, Case.id == Deadline.case_id)
-            .where(text("deadlines.status IN ('running', 'paused')"))
-            .order_by(Deadline.due_at, Deadline.id)
-        )
-        if overdue:
-            stmt = stmt.where(Deadline.status == "running", Deadline.due_at < now)  # type: ignore[arg-type]
-        if due_within is not None:
-            stmt = stmt.where(Deadline.due_at <= now + due_within)  # type: ignore[arg-type]
-        officer: Officer | None = uow.officer(actor) if actor else None
-        if officer is None:
-            stmt = stmt.limit(limit)  # the operator sees every row: let the database stop at the limit
-        visible: dict[int, bool] = {}
-        rows: list[DeadlineRow] = []
-        for deadline, case in uow.session.execute(stmt):
-            if officer is not None:
-                if case.id not in visible:
-                    visible[case.id] = _visible(uow, case, officer)
-                if not visible[case.id]:
-                    continue
-            late = deadline.status == "running" and now > deadline.due_at
-            rows.append(
-                DeadlineRow(
-                    case_no=case.case_no,
-                    title=case.title,
-                    agency=case.owner_agency,
-                    state=case.state,
-                    rule=deadline.rule,
-                    label=deadline.label,
-                    status="missed" if late else deadline.status,
-                    due_at=local_iso(deadline.due_at),
-                    remaining=clock_left(deadline, now),
-                    overdue=late,
-                    provisional=deadline.provisional,
-                    responsible=deadline.responsible,
-                    basis=deadline.basis,
-                )
+        stmt = only_visible(stmt, uow, uow.officer(actor) if actor else None)
+        found = uow.session.connection().execute(stmt).all()
+    # Plain rows, not ORM objects: a list of hundreds costs what formatting them costs. Day-based deadlines end
+    # at the end of a day, so neighbours in this due-date order often share a due time: format it once.
+    rows = []
+    last: tuple[datetime, str, str] | None = None
+    for case_no, title, owner, state, rule, label, status, due_at, paused_at, provisional, kind, basis, agency in found:
+        if status == "paused" and paused_at:
+            due_text, left = local_iso(due_at), _remaining(due_at, paused_at)  # clock_left: frozen at the pause
+        else:
+            if last is None or last[0] != due_at:
+                last = (due_at, local_iso(due_at), _remaining(due_at, now))
+            _due, due_text, left = last
+        late = status == "running" and now > due_at
+        rows.append(
+            DeadlineRow(
+                case_no=case_no,
+                title=title,
+                agency=owner,
+                state=state,
+                rule=rule,
+                label=label,
+                status="missed" if late else status,
+                due_at=due_text,
+                remaining=left,
+                overdue=late,
+                provisional=provisional,
+                responsible=kind,
+                basis=basis,
+                responsible_agency=agency,
             )
-            if len(rows) >= limit:
-                break
-        return rows
+        )
+    return rows
 
 
 __all__ = ["DeadlineRow", "SweepResult", "fire_due_deadlines", "list_deadlines", "parse_within"]

@@ -7,7 +7,6 @@ event takes an optional ``If-Match`` with the case version (its ``ETag``); a sta
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -18,7 +17,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from app.web.problems import PROBLEM_JSON
 from app.web.security import api_identity, deps_of
 from states.errors import InvalidInput
-from states.lifecycle import PHASES, REFERRAL_FUNNEL, funnel_steps
 from workflows.auth import Identity, log_access
 from workflows.cases import (
     advance_case,
@@ -29,6 +27,7 @@ from workflows.cases import (
     open_case,
     show_case,
 )
+from workflows.dashboard import statistics as case_statistics
 from workflows.deadlines import list_deadlines, parse_within
 from workflows.documents import generate_document, list_documents, show_document
 from workflows.evidence import list_evidence
@@ -408,18 +407,4 @@ def inbox_read(body: MarkRead, who: Me, deps: AppDeps) -> JSON:
 @router.get("/statistics")
 def statistics(who: Me, deps: AppDeps) -> JSON:
     """Counts over the cases this officer may see: per phase, per state, the referral funnel, overdue."""
-    views = list_cases(deps, actor=who.username, limit=100_000)
-    per_phase = Counter(v.phase for v in views)
-    per_state = Counter(v.state for v in views)
-    reached = Counter[str]()
-    for v in views:
-        for step in funnel_steps(v.phase):
-            reached[step] += 1
-    overdue = len(list_deadlines(deps, actor=who.username, overdue=True))
-    return {
-        "cases": len(views),
-        "per_phase": {p: per_phase.get(p, 0) for p in PHASES},
-        "per_state": dict(sorted(per_state.items())),
-        "funnel": {step: reached.get(step, 0) for step in REFERRAL_FUNNEL},
-        "overdue_deadlines": overdue,
-    }
+    return case_statistics(deps, actor=who.username)

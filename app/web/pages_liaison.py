@@ -28,15 +28,15 @@ from states.lifecycle import CLOSED, PHASES, REFERRAL_FUNNEL, funnel_steps, stat
 from states.meeting import period_bounds, period_key
 from states.supervision import LEVEL_LABELS
 from workflows.auth import Identity
-from workflows.bulletins import STAGES, median_days, parse_period, stage_days
-from workflows.cases import CaseView, list_cases
+from workflows.bulletins import STAGES, median_days, parse_period
+from workflows.dashboard import case_lines, figures, open_listings, overdue_action_items
 from workflows.deadlines import list_deadlines
 from workflows.meetings import (
+    ActionItemView,
     MeetingView,
     Resolution,
     cancel_meeting,
     consultation_queue,
-    list_action_items,
     list_meetings,
     move_meeting,
     prepare_meeting,
@@ -45,7 +45,6 @@ from workflows.meetings import (
     schedule_meeting,
     show_meeting,
 )
-from workflows.supervision import show_supervision
 from workflows.uow import Deps
 
 router = APIRouter(include_in_schema=False)
@@ -577,16 +576,20 @@ LISTS: dict[str, tuple[str, str]] = {
 }
 
 
-class Board:
-    """What the supervisor's pages show, read once per request as the officer (each list on first use)."""
+#: Rows of a list on a page, and in an Excel export; the counts above the lists are complete.
+LIST_LIMIT = 500
+EXPORT_LIMIT = 20_000
 
-    def __init__(self, request: Request, me: Identity) -> None:
+
+class Board:
+    """What the supervisor's pages show, read as the officer: counts in SQL, each list its first rows."""
+
+    def __init__(self, request: Request, me: Identity, *, limit: int = LIST_LIMIT) -> None:
         self.request, self.me = request, me
         self.deps = deps_of(request)
         self.agencies = _agencies(request)
         self.lang = lang_of(request)
-        self._cases: list[CaseView] | None = None
-        self._supervised: list[dict[str, Any]] | None = None
+        self.limit = limit
 
     def _where(self, code: str) -> dict[str, str]:
         agency = self.agencies.get(code)
@@ -597,14 +600,18 @@ class Board:
             "region_name": agency.region_name if agency else "",
         }
 
-    @property
-    def cases(self) -> list[CaseView]:
-        if self._cases is None:
-            self._cases = list_cases(self.deps, actor=self.me.username, limit=100_000)
-        return self._cases
+    def codes(self, agency: str | None, region: str | None) -> set[str] | None:
+        """The agencies a drill-down is about (one agency, the agencies of a county); None: all."""
+        if not agency and not region:
+            return None
+        codes = {agency} if agency else set(self.agencies)
+        return {c for c in codes if self._where(c)["region"] == region} if region else codes
 
-    def case_rows(self) -> list[dict[str, Any]]:
-        supervised = {r["case_no"] for r in self.supervised()}
+    def case_rows(self, agencies: set[str] | None = None, phases: set[str] | None = None) -> list[dict[str, Any]]:
+        """The visible cases, newest first (the first ``limit``)."""
+        lines, _total = case_lines(
+            self.deps, actor=self.me.username, agencies=agencies, phases=phases, limit=self.limit
+        )
         return [
             {
                 "case_no": c.case_no,
@@ -612,101 +619,75 @@ class Board:
                 "phase": c.phase,
                 "phase_label": state_label(c.phase, self.lang),
                 "state_label": state_label(c.state, self.lang),
-                "received_at": c.received_at[:10],
-                "overdue_deadlines": sum(1 for d in c.deadlines if d.overdue and d.status == "missed"),
-                "supervised": c.case_no in supervised,
+                "received_at": c.received_at.astimezone(SHANGHAI).strftime("%Y-%m-%d"),
+                "overdue_deadlines": c.overdue_deadlines,
+                "supervised": c.supervised,
                 **self._where(c.agency),
             }
-            for c in self.cases
+            for c in lines
         ]
 
-    def supervised(self) -> list[dict[str, Any]]:
-        """Open listings of the visible cases (newest listing of each case first)."""
-        if self._supervised is None:
-            rows = []
-            for c in self.cases:
-                for s in show_supervision(self.deps, c.case_no, actor=self.me.username):
-                    if s.state == "delisted":
-                        continue
-                    rows.append(
-                        {
-                            "case_no": c.case_no,
-                            "title": c.title,
-                            "level_label": LEVEL_LABELS.get(s.level, (s.level, s.level))[self.lang == "en"],
-                            "sup_state": s.state_label,
-                            "listed_at": s.listed_at,
-                            "due_at": s.due_at,
-                            "next_report_due_at": s.next_report_due_at,
-                            "reports": s.reports,
-                            "escalations": s.escalations,
-                            "overdue": s.overdue,
-                            **self._where(s.handling_agency),
-                        }
-                    )
-            self._supervised = _by_place(rows)
-        return self._supervised
-
-    def overdue(self) -> list[dict[str, Any]]:
-        """Running deadlines past due, by the agency that must act (the latest to join of that kind)."""
-        by_no = {c.case_no: c for c in self.cases}
-        rows = []
-        for d in list_deadlines(self.deps, actor=self.me.username, overdue=True):
-            case = by_no.get(d.case_no)
-            rows.append(
-                {
-                    **d.to_dict(),
-                    "state_label": state_label(d.state, self.lang),
-                    **self._where(self._responsible(case, d.responsible) if case else d.agency),
-                }
-            )
-        return _by_place(rows)
-
-    def _responsible(self, case: CaseView, kind: str) -> str:
-        for code in reversed(case.participants):
-            agency = self.agencies.get(code)
-            if kind and agency is not None and agency.kind == kind:
-                return str(code)
-        return case.agency
-
-    def action_items(self) -> list[dict[str, Any]]:
-        """Open action items past due (those on a case only when the case is visible)."""
-        visible = {c.case_no for c in self.cases}
+    def supervised(self, agencies: set[str] | None = None, *, escalated: bool = False) -> list[dict[str, Any]]:
+        """Open listings of the visible cases, by place."""
+        listings = open_listings(
+            self.deps, actor=self.me.username, agencies=agencies, escalated=escalated, limit=self.limit
+        )
         rows = [
-            {**a.to_dict(), **self._where(a.owner_agency)}
-            for a in list_action_items(self.deps, actor=self.me.username, open_only=True)
-            if a.overdue and (a.case_no is None or a.case_no in visible)
+            {
+                "case_no": s.case_no,
+                "title": title,
+                "level_label": LEVEL_LABELS.get(s.level, (s.level, s.level))[self.lang == "en"],
+                "sup_state": s.state_label,
+                "listed_at": s.listed_at,
+                "due_at": s.due_at,
+                "next_report_due_at": s.next_report_due_at,
+                "reports": s.reports,
+                "escalations": s.escalations,
+                "overdue": s.overdue,
+                **self._where(s.handling_agency),
+            }
+            for s, title in listings
         ]
         return _by_place(rows)
 
-    def rows(self, kind: str) -> list[dict[str, Any]]:
-        if kind == "overdue":
-            return self.overdue()
-        if kind == "supervised":
-            return self.supervised()
-        if kind == "escalated":
-            return [r for r in self.supervised() if r["escalations"]]
-        if kind == "action_items":
-            return self.action_items()
-        return self.case_rows()
+    def overdue(self, agencies: set[str] | None = None) -> list[dict[str, Any]]:
+        """Running deadlines past due (the first ``limit`` by due date), by the agency that must act."""
+        rows = [
+            {**d.to_dict(), "state_label": state_label(d.state, self.lang), **self._where(d.responsible_agency)}
+            for d in list_deadlines(
+                self.deps, actor=self.me.username, overdue=True, agencies=agencies, limit=self.limit
+            )
+        ]
+        return _by_place(rows)
+
+    def action_items(self, items: list[ActionItemView] | None = None) -> list[dict[str, Any]]:
+        """Open action items past due (those on a case only when the case is visible)."""
+        if items is None:
+            items = overdue_action_items(self.deps, actor=self.me.username)
+        return _by_place([{**a.to_dict(), **self._where(a.owner_agency)} for a in items])
+
+    def rows(
+        self, kind: str, *, agency: str | None, region: str | None, phase: str | None, step: str | None
+    ) -> list[dict[str, Any]]:
+        """A drill-down list: ``kind``'s rows of one agency or county, cases of a phase or funnel step."""
+        codes = self.codes(agency, region)
+        if kind != "cases":
+            if phase or step:
+                return []  # only cases have a phase
+            if kind == "overdue":
+                return self.overdue(codes)
+            if kind in ("supervised", "escalated"):
+                return self.supervised(codes, escalated=kind == "escalated")
+            return [r for r in self.action_items() if codes is None or r["agency_code"] in codes]
+        phases = {phase} if phase else None
+        if step:
+            reaching = {p for p in REFERRAL_FUNNEL if step in funnel_steps(p)}
+            phases = phases & reaching if phases is not None else reaching
+        return self.case_rows(codes, phases)
 
 
 def _by_place(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["region"], r["agency_code"], r.get("due_at", ""), r.get("case_no") or ""))
-
-
-def _filtered(
-    rows: list[dict[str, Any]], *, agency: str | None, region: str | None, phase: str | None, step: str | None
-) -> list[dict[str, Any]]:
-    out = rows
-    if agency:
-        out = [r for r in out if r["agency_code"] == agency]
-    if region:
-        out = [r for r in out if r["region"] == region]
-    if phase:
-        out = [r for r in out if r.get("phase") == phase]
-    if step:
-        out = [r for r in out if step in funnel_steps(r.get("phase", ""))]
-    return out
 
 
 def _groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -719,18 +700,14 @@ def _groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return groups
 
 
-def _summary(board: Board) -> list[dict[str, Any]]:
+def _summary(board: Board, by_agency: dict[str, Counter[str]]) -> list[dict[str, Any]]:
     """Counts per agency, and per county (region), of each list."""
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for kind in ("supervised", "escalated", "overdue", "action_items"):
-        for row in board.rows(kind):
-            counts[row["agency_code"]][kind] += 1
     lines: list[dict[str, Any]] = []
     regions: dict[str, Counter[str]] = defaultdict(Counter)
-    for code in sorted(counts, key=lambda c: (board._where(c)["region"], c)):
+    for code in sorted(by_agency, key=lambda c: (board._where(c)["region"], c)):
         where = board._where(code)
-        lines.append({"level": "agency", **where, **counts[code]})
-        regions[where["region"]].update(counts[code])
+        lines.append({"level": "agency", **where, **by_agency[code]})
+        regions[where["region"]].update(by_agency[code])
     ordered = []
     for region in sorted(regions):
         mine = [line for line in lines if line["region"] == region]
@@ -799,18 +776,19 @@ def supervisor(
     board = Board(request, me)
     t = _t(request)
     lang = board.lang
-    phases = Counter(c.phase for c in board.cases)
+    start, end, span_zh, span_en = _stage_period(board.deps, period)
+    counts = figures(board.deps, actor=me.username, stages=(start, end))
+    phases = counts.cases.per_phase
     phase_chart = _bars(
         (state_label(p, lang), phases.get(p, 0), str(phases.get(p, 0)), _drill(kind="cases", phase=p))
         for p in (*PHASES, CLOSED)
     )
-    reached = Counter(step for c in board.cases for step in funnel_steps(c.phase))
+    reached = counts.cases.funnel
     funnel_chart = _bars(
         (state_label(s, lang), reached.get(s, 0), str(reached.get(s, 0)), _drill(kind="cases", step=s))
         for s in REFERRAL_FUNNEL
     )
-    start, end, span_zh, span_en = _stage_period(board.deps, period)
-    durations = stage_days(board.deps, start, end, case_nos=[c.case_no for c in board.cases])
+    durations = counts.stage_days
     medians = {k: median_days(v) for k, v in durations.items()}
     stage_chart = _bars(
         (
@@ -827,12 +805,13 @@ def supervisor(
     return render(
         request,
         "supervisor.html.j2",
-        cases=board.cases,
-        summary=_summary(board),
+        case_total=counts.cases.total,
+        totals=counts.totals,
+        summary=_summary(board, counts.by_agency),
         supervised=board.supervised(),
         overdue=overdue,
         overdue_groups=_groups(overdue),
-        actions=board.action_items(),
+        actions=board.action_items(counts.action_items),
         columns=COLUMNS,
         phase_chart=phase_chart,
         funnel_chart=funnel_chart,
@@ -858,7 +837,7 @@ def supervisor_cases(
     _require(request, me, SUPERVISOR_ROLES, "督办看板", "The supervision dashboard")
     kind = _kind(kind)
     board = Board(request, me)
-    rows = _filtered(board.rows(kind), agency=agency, region=region, phase=phase, step=step)
+    rows = board.rows(kind, agency=agency, region=region, phase=phase, step=step)
     t = _t(request)
     what = [t(*LISTS[kind])]
     if agency:
@@ -869,6 +848,8 @@ def supervisor_cases(
         what.append(t("阶段：", "phase: ") + state_label(phase, board.lang))
     if step:
         what.append(t("已进入：", "reached: ") + state_label(step, board.lang))
+    if len(rows) >= board.limit:
+        what.append(t(f"显示前 {board.limit} 项", f"the first {board.limit}"))
     query = {"list": kind, "agency": agency or "", "region": region or "", "phase": phase or "", "step": step or ""}
     return render(
         request,
@@ -899,8 +880,8 @@ def supervisor_export(
     """A list of the dashboard as an Excel workbook: the page's columns (Chinese headers) and rows."""
     _require(request, me, SUPERVISOR_ROLES, "督办看板导出", "The dashboard export")
     kind = _kind(list_)
-    board = Board(request, me)
-    rows = _filtered(board.rows(kind), agency=agency, region=region, phase=phase, step=step)
+    board = Board(request, me, limit=EXPORT_LIMIT)
+    rows = board.rows(kind, agency=agency, region=region, phase=phase, step=step)
     columns = [(key, zh) for key, zh, _en in COLUMNS["supervised" if kind == "escalated" else kind]]
     now = board.deps.now().astimezone(SHANGHAI)
     note = (
