@@ -990,18 +990,16 @@ def case_history(deps: Deps, case_no: str, *, actor: str | None = None) -> list[
 
 def list_cases(deps: Deps, *, actor: str | None = None, state: str | None = None, limit: int = 200) -> list[CaseView]:
     """The cases ``actor`` may see (all for the operator), newest first."""
+    from workflows.dashboard import only_visible  # the dashboard's queries build on this module's access rule
+
     with UnitOfWork(deps, read_only=True) as uow:
         officer = uow.officer(actor) if actor else None
-        stmt: Any = select(Case).order_by(Case.id.desc())  # type: ignore[union-attr]
+        stmt: Any = select(Case).order_by(Case.id.desc()).limit(limit)  # type: ignore[union-attr]
         if state:
             stmt = stmt.where(Case.state == state)
-        views = []
-        for case in uow.session.execute(stmt).scalars():
-            if officer is None or _visible(uow, case, officer):
-                views.append(_view(deps, uow, case))
-            if len(views) >= limit:
-                break
-        return views
+        # Visibility in the query: the database stops at the limit instead of this loop reading every case.
+        stmt = only_visible(stmt, uow, officer)
+        return [_view(deps, uow, case) for case in uow.session.execute(stmt).scalars()]
 
 
 # --- attachments ----------------------------------------------------------------------------------
