@@ -11,7 +11,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.settings import Settings
+from app.bootstrap import build
+from app.settings import Settings, load_settings
 from app.web import api, pages, pages_cases, pages_liaison, problems
 from workflows.flows.scheduler import start_embedded, stop_embedded
 from workflows.uow import Deps
@@ -59,3 +60,10 @@ def create_app(settings: Settings, deps: Deps, *, scheduler: bool = False) -> Fa
     app.include_router(pages_cases.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one ``jointcase serve --workers N`` worker: $JOINTCASE_CONFIG, no embedded scheduler (the
+    command refuses several workers in the embedded mode); ``serve`` migrated the database already."""
+    settings = load_settings()
+    return create_app(settings, build(settings))
