@@ -7,14 +7,11 @@ event takes an optional ``If-Match`` with the case version (its ``ETag``); a sta
 
 from __future__ import annotations
 
-import inspect
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.datastructures import DefaultPlaceholder
 from fastapi.responses import HTMLResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -82,28 +79,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"description": what[status], "content": content} for status in statuses}
 
 
-class _Router(APIRouter):
-    """Routes whose return annotation documents the answer (OpenAPI) without FastAPI checking it again.
-
-    FastAPI validates a sync route's return value against its annotation in a thread-pool call of its own,
-    one more hop per request, and under load each hop is a wait in the pool's queue and for the GIL (issue
-    8). Our answers are the use cases' ``to_dict()``, ``dict[str, Any]``, which that check cannot refuse:
-    the annotation becomes the documented model of the success status and the answer is encoded as it is."""
-
-    def add_api_route(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        answer = inspect.signature(endpoint, eval_str=True).return_annotation
-        documented = isinstance(kwargs.get("response_model"), DefaultPlaceholder) and not (
-            isinstance(answer, type) and issubclass(answer, Response)
-        )
-        if documented:
-            status = kwargs.get("status_code") or 200
-            responses = dict(kwargs.get("responses") or {})
-            responses[status] = {**responses.get(status, {}), "model": answer}
-            kwargs.update(response_model=None, responses=responses)
-        super().add_api_route(path, endpoint, **kwargs)
-
-
-router = _Router(prefix="/api/v1", tags=["api"], responses=_problems(401, 403, 422))
+router = APIRouter(prefix="/api/v1", tags=["api"], responses=_problems(401, 403, 422))
 #: Routes of one case add 404 (invisible or unknown), writes 409 (refused now).
 ON_CASE = _problems(404)
 ON_WRITE = _problems(404, 409)
