@@ -62,9 +62,11 @@ class Server:
     log: Path
 
 
-def start_servers(config: Path, count: int, workdir: Path, *, timeout: float = 90) -> list[Server]:
-    """Start ``count`` ``jointcase serve --no-demo`` processes on ``config`` (scheduler off) and wait for
-    each ``/healthz``; on failure the ones started are stopped and the log is in the error."""
+def start_servers(
+    config: Path, count: int, workdir: Path, *, threads: int | None = None, timeout: float = 90
+) -> list[Server]:
+    """Start ``count`` ``jointcase serve --no-demo`` processes on ``config`` (scheduler off; ``threads``: their
+    ``--threads``) and wait for each ``/healthz``; on failure the ones started are stopped, the log in the error."""
     env = {
         **os.environ,
         "JOINTCASE_CONFIG": str(config),
@@ -80,7 +82,8 @@ def start_servers(config: Path, count: int, workdir: Path, *, timeout: float = 9
             port, log = free_port(), workdir / f"serve-{i}.log"
             with log.open("wb") as out:
                 proc = subprocess.Popen(
-                    [JOINTCASE, "serve", "--no-demo", "--host", "127.0.0.1", "--port", str(port)],
+                    [JOINTCASE, "serve", "--no-demo", "--host", "127.0.0.1", "--port", str(port)]
+                    + (["--threads", str(threads)] if threads else []),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env=env,
@@ -445,6 +448,7 @@ def bench_http(
     cases: int = 50,
     paced_fraction: float = 0.5,
     kinds: tuple[str, ...] = ("read", "event"),
+    threads: int | None = None,
 ) -> list[Row]:
     """The HTTP figures of issue 8 on PostgreSQL: read and event latency and throughput at ``clients``."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -455,7 +459,7 @@ def bench_http(
             t0 = time.perf_counter()
             config, numbers, tokens = prepare(workdir, url, cases)
             built = time.perf_counter() - t0
-            servers = start_servers(config, workers, workdir)
+            servers = start_servers(config, workers, workdir, threads=threads)
             spec = LoadSpec(
                 ports=[s.port for s in servers],
                 server_pids=[s.proc.pid for s in servers],
@@ -475,6 +479,7 @@ def bench_http(
     rows: list[Row] = []
     for result in results:
         rows.extend(rows_of(result, workers, clients))
+    rows[0].note += f" (--threads {threads})" if threads else " (40 threads each)"
     rows[0].note += f"; {cases} cases in police_review built in {built:.0f} s"
     return rows
 
@@ -489,9 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured phase")
     parser.add_argument("--paced", type=float, default=0.5, help="paced rate as a fraction of closed loop (0: off)")
     parser.add_argument("--kind", action="append", choices=("read", "event"), help="measure only this (repeatable)")
+    parser.add_argument("--threads", type=int, help="jointcase serve --threads (default: its own, 40)")
     args = parser.parse_args(argv)
     kinds = tuple(args.kind or ("read", "event"))
-    for row in bench_http(args.workers, args.clients, args.seconds, paced_fraction=args.paced, kinds=kinds):
+    for row in bench_http(
+        args.workers, args.clients, args.seconds, paced_fraction=args.paced, kinds=kinds, threads=args.threads
+    ):
         met = "-" if row.met is None else ("yes" if row.met else "NO")
         value = "-" if row.value is None else f"{row.value:,.1f}"
         print(f"{row.name:30} {value:>10} {row.unit:12} {row.target:8} {met:4} {row.note}")

@@ -4,6 +4,7 @@ jobs are stored in the same database), lets a demo officer sign in, and stops cl
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -13,9 +14,13 @@ import time
 from pathlib import Path
 from typing import IO
 
+import anyio.to_thread
 import httpx
+import pytest
+from fastapi import FastAPI
 
-from tests.conftest import write_config
+from app.web.main import THREADS_ENV, app_from_environment, create_app
+from tests.conftest import make_deps, write_config
 from tests.e2e.web.conftest import free_port
 
 JOINTCASE = str(Path(sys.executable).parent / "jointcase")
@@ -110,3 +115,22 @@ def test_serve_with_workers_answers_from_several_processes_on_one_port(tmp_path:
         _stop(proc, log)
     printed = (tmp_path / "serve.log").read_text()
     assert printed.count("Started server process") == 2 and "embedded scheduler started" not in printed
+
+
+def test_threads_sizes_the_thread_pool_of_the_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve --threads N`` (and each ``--workers`` process) runs the sync routes on N threads, not AnyIO's 40."""
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'web.db'}")
+    settings, deps = make_deps(config)
+
+    async def tokens(app: FastAPI) -> float:
+        async with app.router.lifespan_context(app):
+            return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+    try:
+        assert asyncio.run(tokens(create_app(settings, deps, threads=3))) == 3
+        assert asyncio.run(tokens(create_app(settings, deps))) == 40
+        monkeypatch.setenv("JOINTCASE_CONFIG", str(config))
+        monkeypatch.setenv(THREADS_ENV, "5")
+        assert asyncio.run(tokens(app_from_environment())) == 5
+    finally:
+        deps.engine.dispose()
