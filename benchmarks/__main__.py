@@ -31,6 +31,8 @@ def _benches(quick: bool) -> dict[str, tuple[bool, Callable[[], list[Row]]]]:
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
+    if isinstance(value, int):
+        return f"{value:,}"  # counts (errors), not measurements
     return f"{value:.3f}" if abs(value) < 10 else f"{value:,.0f}"
 
 
