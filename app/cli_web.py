@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -11,6 +12,7 @@ from rich.table import Table
 from app.bootstrap import init_database
 from app.cli import AsOpt, JsonOpt, _deps, _emit, _errors, _settings, out
 from app.cli_scheduler import _log_to_stderr
+from app.settings import CONFIG_ENV_VAR
 from states.errors import InvalidInput
 from workflows.auth import create_token, list_tokens, revoke_token, set_password
 
@@ -34,14 +36,40 @@ def serve(
         bool | None,
         typer.Option("--demo/--no-demo", help="Load the demo cases and passwords (default: on SQLite)."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Worker processes on the one port (more than 1 needs [scheduler] mode off or prefect).",
+        ),
+    ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            max=200,
+            help="Threads per worker for the routes (default 40). Fewer contend less for the GIL under load, "
+            "but a request waiting for a row lock or SQLite's write lock holds one.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the web UI and REST API (one process) with the embedded scheduler. 启动服务"""
+    """Run the web UI and REST API with the embedded scheduler (one process), or several workers. 启动服务"""
     with _errors(False):
         import uvicorn
 
         from app.web import create_app
+        from app.web.main import THREADS_ENV
 
         settings = _settings()
+        if workers > 1 and settings.scheduler.mode == "embedded":
+            # Every worker would run every embedded job (STACK-NOTES gotcha 6).
+            raise InvalidInput(
+                f"--workers {workers}: the embedded scheduler would run every job {workers} times; set [scheduler] "
+                'mode = "off" or "prefect" (or JOINTCASE_SCHEDULER__MODE) and let Prefect own the schedules'
+            )
         deps = _deps(settings, need_schema=False)
         init_database(settings, deps)
         use_demo = deps.engine.dialect.name == "sqlite" if demo is None else demo
@@ -50,7 +78,7 @@ def serve(
 
             load_demo(deps)
             set_demo_passwords(deps)
-        app = create_app(settings, deps, scheduler=settings.scheduler.mode == "embedded")
+        app = create_app(settings, deps, scheduler=settings.scheduler.mode == "embedded", threads=threads)
         url = f"http://{host}:{port}/"
         out.print(f"jointcase serving at {url}  (API: {url}api/v1/docs, health: {url}healthz)", highlight=False)
         if use_demo:
@@ -59,7 +87,17 @@ def serve(
                 out.print(f"  {username:28} {role}", highlight=False)
         # The scheduler's and the use cases' log lines (sweeps, deliveries, meetings) beside uvicorn's own.
         with _log_to_stderr("workflows", "app.web"):
-            uvicorn.run(app, host=host, port=port, workers=1, log_level="info", access_log=False)
+            target: Any = app
+            if workers > 1:
+                deps.engine.dispose()  # the workers are new processes, each with its own engine
+                # Each worker builds its app from the same file (the environment comes along).
+                os.environ[CONFIG_ENV_VAR] = str(settings.config_path)
+                if threads:
+                    os.environ[THREADS_ENV] = str(threads)
+                target = "app.web.main:app_from_environment"
+            uvicorn.run(
+                target, factory=workers > 1, host=host, port=port, workers=workers, log_level="info", access_log=False
+            )
 
 
 @user_app.command("set-password")

@@ -147,16 +147,24 @@ def sign_in(deps: Deps, username: str, password: str, *, client: str) -> tuple[s
         return raw, identity
 
 
+def _with_officer(uow: UnitOfWork, table: Any, where: Any) -> Any:
+    """The row of ``table`` (a session or token) matching ``where`` with its officer, or None: one query, since
+    every request asks first who is calling."""
+    return uow.session.execute(
+        select(table, Officer).join(Officer, Officer.username == table.username).where(where)  # type: ignore[arg-type]
+    ).one_or_none()
+
+
 def session_identity(deps: Deps, raw: str | None) -> Identity | None:
     """The officer of a live session cookie, or None."""
     if not raw:
         return None
     with UnitOfWork(deps, read_only=True) as uow:
-        row = uow.session.get(WebSession, _sha(raw))
-        if row is None or row.expires_at <= deps.now():
+        found = _with_officer(uow, WebSession, WebSession.token_hash == _sha(raw))
+        if found is None:
             return None
-        officer = uow.session.get(Officer, row.username)
-        if officer is None or not officer.active:
+        row, officer = found
+        if row.expires_at <= deps.now() or not officer.active:
             return None
         return _identity(officer, "web", row.csrf_token)
 
@@ -228,11 +236,11 @@ def token_identity(deps: Deps, raw: str | None) -> Identity | None:
     if not raw or not raw.startswith(TOKEN_PREFIX):
         return None
     with UnitOfWork(deps) as uow:
-        row = uow.session.execute(select(ApiToken).where(ApiToken.token_hash == _sha(raw))).scalar_one_or_none()
-        if row is None or row.revoked_at is not None:
+        found = _with_officer(uow, ApiToken, ApiToken.token_hash == _sha(raw))
+        if found is None:
             return None
-        officer = uow.session.get(Officer, row.username)
-        if officer is None or not officer.active:
+        row, officer = found
+        if row.revoked_at is not None or not officer.active:
             return None
         now = deps.now()
         if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -83,8 +83,15 @@ router = APIRouter(prefix="/api/v1", tags=["api"], responses=_problems(401, 403,
 ON_CASE = _problems(404)
 ON_WRITE = _problems(404, 409)
 
+
+async def _deps(request: Request) -> Deps:
+    # Async on purpose: FastAPI runs a sync dependency in the thread pool, and under load every hop there
+    # is a wait in the pool's queue and for the GIL (issue 8); this one only reads an attribute.
+    return deps_of(request)
+
+
 Me = Annotated[Identity, Depends(api_identity)]
-AppDeps = Annotated[Deps, Depends(deps_of)]
+AppDeps = Annotated[Deps, Depends(_deps)]
 CaseNo = Annotated[str, Field(min_length=1, max_length=64)]
 
 

@@ -10,6 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import fastapi.dependencies.utils
+import fastapi.routing
 import httpx
 import pytest
 from sqlalchemy import select
@@ -109,6 +111,33 @@ def test_etag_if_match_and_a_stale_version(api: Api, build: CaseBuilder, live_ap
     assert weak.status_code == 200 and weak.headers["etag"] == '"3"'
     bad = mr.post(f"/cases/{case_no}/events", json={"event": "notify_penalty"}, headers={"If-Match": "latest"})
     assert "If-Match" in problem_of(bad, 422, "invalid_input")["detail"]
+
+
+def test_a_read_and_an_event_take_no_thread_pool_hop_for_the_apps_dependencies(
+    api: Api, build: CaseBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hops to the thread pool: the caller's identity (its token is looked up in the database), the use case,
+    and FastAPI's check of the answer; none to read the app's dependencies (issue 8: each is a wait under load)."""
+    hops: list[str] = []
+    for module in (fastapi.routing, fastapi.dependencies.utils):
+        original = module.run_in_threadpool
+
+        async def counted(func: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            hops.append(getattr(func, "__name__", type(func).__name__))
+            return await _original(func, *args, **kwargs)
+
+        monkeypatch.setattr(module, "run_in_threadpool", counted)
+    case_no = build.to_state("police_review").case_no
+    shown = api("sm_amr_handler").get(f"/cases/{case_no}")
+    assert shown.status_code == 200 and shown.json()["state"] == "police_review"
+    assert hops == ["api_identity", "_run_sync_endpoint", "validate"]
+    hops.clear()
+    sent = api("sm_psb_handler").post(
+        f"/cases/{case_no}/events", json={"event": "request_supplement"}, headers={"If-Match": shown.headers["etag"]}
+    )
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["version"] == shown.json()["version"] + 1 and sent.headers["etag"] != shown.headers["etag"]
+    assert hops == ["api_identity", "_run_sync_endpoint", "validate"]
 
 
 def test_missing_event_data_is_422_invalid_event_data(api: Api, build: CaseBuilder, live_app: LiveApp) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from typer.testing import CliRunner
 
 from app.cli import app as cli_app
@@ -33,6 +33,7 @@ from workflows.auth import (
     create_token,
     list_tokens,
     revoke_token,
+    session_identity,
     set_password,
     sign_in,
     token_identity,
@@ -248,6 +249,28 @@ class Jointcase:
         result = runner.invoke(cli_app, ["--config", str(self.config), *args], input=stdin)
         assert result.exit_code == code, (args, result.exit_code, result.stdout, result.stderr)
         return result
+
+
+def test_a_token_or_a_session_and_its_officer_are_read_in_one_query(live_app: LiveApp) -> None:
+    """Every API request and page first asks who is calling (issue 8: one round trip less per request)."""
+    deps = live_app.deps
+    token = create_token(deps, "sm_amr_handler", name="one-query")["token"]
+    session, _identity = sign_in(deps, "sm_amr_handler", DEMO_PASSWORD, client="one-query")
+    assert token_identity(deps, token) is not None  # the first use records last_used_at: a write, not measured
+    selects: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    event.listen(deps.engine, "before_cursor_execute", record)
+    try:
+        by_token, by_session = token_identity(deps, token), session_identity(deps, session)
+    finally:
+        event.remove(deps.engine, "before_cursor_execute", record)
+    assert by_token is not None and by_token.username == "sm_amr_handler" and by_token.via == "api"
+    assert by_session is not None and by_session.username == "sm_amr_handler" and by_session.csrf_token
+    assert len(selects) == 2, selects
 
 
 def test_cli_tokens_create_list_revoke(tmp_path: Path) -> None:
