@@ -26,19 +26,19 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from operator import attrgetter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import JSON, select
 from statemachine.exceptions import TransitionNotAllowed
 
 from models.db import is_sqlite
 from models.tables import Agency, Case, CaseEvent, CaseParticipant, Deadline, DeadlinePause, Officer
-from states.calendar import SHANGHAI
+from states.calendar import SHANGHAI, Due, WorkCalendar
 from states.clocks import OPEN_CASE, plan_clock_actions
 from states.errors import DomainError, GuardFailed, InvalidInput, UnknownActor
 from states.events import EVENT_DATA, LEAD_SOURCES, RECEIVER_KIND, SENDER_KIND, SUSPENSION_PHASES, parse_event_data
@@ -154,8 +154,9 @@ class _Directory:
             o.username: o
             for o in uow.session.execute(select(Officer).where(Officer.active.is_(True))).scalars()  # type: ignore[attr-defined]
         }
-        for item in [*self.agencies.values(), *self.officers.values()]:
-            uow.session.expunge(item)  # plain objects from here on: no lazy loads after the session closes
+        # Plain copies: no lazy loads after the session closes, and no ORM attribute cost per event.
+        self.agencies = {code: _plain(a) for code, a in self.agencies.items()}
+        self.officers = {name: _plain(o) for name, o in self.officers.items()}
         self.session = self  # ``_extend`` calls ``uow.session.get(Agency, code)``
 
     def officer(self, username: str) -> Officer:
@@ -184,6 +185,42 @@ class _Directory:
         return agency
 
 
+class _DayCalendar:
+    """``deps.calendar`` with ``add`` and ``roll`` memoised: for day-based units their answer depends on the
+    Beijing date only (``WorkCalendar.add``: "days: end of start date + amount ..."), and a line's clocks
+    ask about the same few hundred dates again and again. Hours are exact times: passed through."""
+
+    def __init__(self, calendar: WorkCalendar) -> None:
+        self._calendar = calendar
+        self._add: dict[Any, Due] = {}
+        self._roll: dict[Any, Due] = {}
+
+    def add(self, start: datetime, amount: int, unit: Any, *, roll_to_workday: bool = True) -> Due:
+        if unit == "hours" or start.tzinfo is None:
+            return self._calendar.add(start, amount, unit, roll_to_workday=roll_to_workday)
+        key = (start.astimezone(SHANGHAI).date(), amount, unit, roll_to_workday)
+        due = self._add.get(key)
+        if due is None:
+            due = self._add[key] = self._calendar.add(start, amount, unit, roll_to_workday=roll_to_workday)
+        return due
+
+    def roll(self, due_at: datetime) -> Due:
+        if due_at.tzinfo is None:
+            return self._calendar.roll(due_at)
+        key = due_at.astimezone(SHANGHAI).date()
+        due = self._roll.get(key)
+        if due is None:
+            due = self._roll[key] = self._calendar.roll(due_at)
+        return due
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._calendar, name)
+
+
+def _plain(row: Any) -> Any:
+    return SimpleNamespace(**{c.name: getattr(row, c.name) for c in row.__table__.columns})
+
+
 # --- the chart, memoised --------------------------------------------------------------------------
 
 
@@ -201,6 +238,9 @@ class Transitions:
         self.loss_threshold = loss_threshold
         self.illegal_gain_threshold = illegal_gain_threshold
         self._cache: dict[Any, tuple[list[str], dict[str, list[str]], dict[str, int], str | None]] = {}
+        # The key of a state this cache returned, by the identity of its configuration list (kept alive by
+        # the cache): a case's next send need not sort its history and counters again.
+        self._state_keys: dict[int, tuple[Any, Any]] = {}
         self._allowed: dict[Any, list[str]] = {}
         self.initial = configuration_of(new_chart(self._ctx("", {}, None)))
 
@@ -250,14 +290,12 @@ class Transitions:
                 if k in spec
             )
         )
-        key = (
-            tuple(conf),
-            tuple(sorted((k, tuple(v)) for k, v in hist.items())),
-            tuple(sorted(counters.items())),
-            outcome,
-            event,
-            data_key,
-        )
+        known = self._state_keys.get(id(conf))
+        if known is not None and known[0] == (conf, hist, counters, outcome) and known[0][0] is conf:
+            state = known[1]
+        else:
+            state = _state_key(conf, hist, counters, outcome)
+        key = (state, event, data_key)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
@@ -272,11 +310,22 @@ class Transitions:
             raise Refused(f"{event} is not allowed in state {leaf_state(conf)} (allowed: {allowed})") from None
         result = (configuration_of(chart), history_of(chart), dict(ctx.counters), ctx.outcome)
         self._cache[key] = result
+        self._state_keys[id(result[0])] = (result, _state_key(*result))
         return result
 
 
-#: Data kinds no guard or action reads beyond "given or not" (amounts: see check_referral_ground above).
-_PRESENCE_ONLY = frozenset({"text", "amount", "sha256", "username"})
+def _state_key(conf: list[str], hist: dict[str, list[str]], counters: dict[str, int], outcome: str | None) -> Any:
+    return (
+        tuple(conf),
+        tuple(sorted((k, tuple(v)) for k, v in hist.items())),
+        tuple(sorted(counters.items())),
+        outcome,
+    )
+
+
+#: Data kinds no guard or action reads beyond "given or not" (amounts: see check_referral_ground above; the
+#: chart's only other reader of data is ``record_outcome``, a choice).
+_PRESENCE_ONLY = frozenset({"text", "amount", "sha256", "username", "agency", "agencies"})
 
 
 def _frozen(value: Any) -> Any:
@@ -309,7 +358,14 @@ class _Insert:
     in the order ``encode`` takes them. Lists in ``by_value`` columns (configurations: a few hundred
     distinct values) are serialised once each."""
 
-    def __init__(self, model: Any, dialect: Any, lead: tuple[str, ...], by_value: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        model: Any,
+        dialect: Any,
+        lead: tuple[str, ...],
+        by_value: tuple[str, ...] = (),
+        memos: dict[str, dict[Any, Any]] | None = None,
+    ) -> None:
         table = model.__table__
         self.table: str = table.name
         self.fields = tuple(c.name for c in table.columns if c.name != "id" and c.name not in lead)
@@ -324,25 +380,60 @@ class _Insert:
         for index, name in enumerate(self.fields):
             proc = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
             if proc is not None:
-                self.procs.append((index, _by_value(proc) if name in by_value else proc))
+                kind = table.c[name].type
+                if name in by_value:
+                    proc = _by_value(proc)
+                elif isinstance(kind, JSON):
+                    proc = _empty_once(proc)
+                elif memos is not None:  # times: a due time or an event's time recurs in several rows
+                    proc = _memoised(proc, memos.setdefault(repr(kind), {}))
+                self.procs.append((index, proc))
+        # Times map None to None: such a column is skipped when None (half of a deadline's times are).
+        self.none_kept = frozenset(i for i, proc in self.procs if proc(None) is None)
         self.values = attrgetter(*self.fields)
 
     def encode(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         """``values`` (in ``fields`` order) as the driver takes them."""
         row = list(values)
+        none_kept = self.none_kept
         for index, proc in self.procs:
-            row[index] = proc(row[index])
+            value = row[index]
+            if value is not None or index not in none_kept:
+                row[index] = proc(value)
         return tuple(row)
 
 
 def _by_value(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
     memo: dict[tuple[str, ...], Any] = {}
 
-    def process(value: list[str]) -> Any:
+    def process(value: list[str] | None) -> Any:
+        if value is None:
+            return proc(value)
         key = tuple(value)
         found = memo.get(key)
         if found is None:
             found = memo[key] = proc(value)
+        return found
+
+    return process
+
+
+def _empty_once(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    empty = {list: proc([]), dict: proc({})}  # most payloads and extension ledgers are empty
+
+    def process(value: Any) -> Any:
+        return proc(value) if value else empty.get(type(value)) or proc(value)
+
+    return process
+
+
+def _memoised(proc: Callable[[Any], Any], memo: dict[Any, Any]) -> Callable[[Any], Any]:
+    def process(value: Any) -> Any:
+        found = memo.get(value)
+        if found is None:
+            if len(memo) >= 100_000:
+                memo.clear()  # bounded: the recurring values are recent ones
+            found = memo[value] = proc(value)
         return found
 
     return process
@@ -353,11 +444,12 @@ class _Tables:
     a Core insert per batch and processing its parameters cost a third of the import's time."""
 
     def __init__(self, dialect: Any) -> None:
-        self.cases = _Insert(Case, dialect, ("id",), by_value=("configuration",))
-        self.participants = _Insert(CaseParticipant, dialect, ("case_id",))
-        self.events = _Insert(CaseEvent, dialect, ("case_id",), by_value=("from_configuration", "to_configuration"))
-        self.deadlines = _Insert(Deadline, dialect, ("id", "case_id"))
-        self.pauses = _Insert(DeadlinePause, dialect, ("deadline_id",))
+        memos: dict[str, dict[Any, Any]] = {}  # per column type: equal values encode alike in every table
+        self.cases = _Insert(Case, dialect, ("id",), ("configuration",), memos)
+        self.participants = _Insert(CaseParticipant, dialect, ("case_id",), (), memos)
+        self.events = _Insert(CaseEvent, dialect, ("case_id",), ("from_configuration", "to_configuration"), memos)
+        self.deadlines = _Insert(Deadline, dialect, ("id", "case_id"), (), memos)
+        self.pauses = _Insert(DeadlinePause, dialect, ("deadline_id",), (), memos)
 
 
 class _DeadlineRow:
@@ -366,11 +458,11 @@ class _DeadlineRow:
     __slots__ = tuple(c.name for c in Deadline.__table__.columns)  # type: ignore[attr-defined]
 
     def __init__(self, **values: Any) -> None:
-        for name in self.__slots__:
-            setattr(self, name, values.get(name, _DEADLINE_DEFAULTS.get(name)))
+        for name, value in (_DEADLINE_UNSET | values).items():
+            setattr(self, name, value)
 
 
-_DEADLINE_DEFAULTS: dict[str, Any] = {
+_DEADLINE_UNSET: dict[str, Any] = dict.fromkeys(_DeadlineRow.__slots__) | {
     "extensions_used": 0,
     "provisional": False,
     "provisional_reason": "",
@@ -810,6 +902,7 @@ def import_cases(
     with UnitOfWork(deps, read_only=True) as uow:
         directory = _Directory(uow)
     tables = _Tables(deps.engine.dialect)
+    deps = replace(deps, calendar=_DayCalendar(deps.calendar))  # type: ignore[arg-type]
     transitions = Transitions(deps.loss_threshold, deps.illegal_gain_threshold)
     builder = _LineBuilder(deps, directory, transitions, tables, actor_for_system)
     seen: dict[str, int] = {}  # case_no -> line, for numbers given twice in one file
