@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -876,6 +879,45 @@ def _batches(path: Path, size: int) -> Iterator[tuple[list[tuple[int, bytes]], i
         yield batch, read
 
 
+#: Files smaller than this are checked in this process: forking workers costs more than it saves.
+PARALLEL_FROM_BYTES = 1 << 20
+
+
+@dataclass
+class _Batch:
+    """One batch on its way: what the reader decided, and the lines given to the checkers."""
+
+    read: int
+    skipped: int
+    rejected: list[Rejection]
+    checked: Any  # the workers' AsyncResult, or the list of outcomes checked here
+
+
+_BUILDER: _LineBuilder | None = None  # the workers' builder, inherited when the pool forks
+
+
+def _check_lines(job: tuple[datetime, list[tuple[int, str, Any]]]) -> list[_Prepared | Rejection]:
+    """Check lines and build their rows (in a worker: ``Any`` is the raw line, parsed again there, since
+    sending bytes costs less than pickling the parsed object)."""
+    assert _BUILDER is not None
+    now, lines = job
+    out: list[_Prepared | Rejection] = []
+    for number, case_no, line in lines:
+        try:
+            out.append(_BUILDER.build(number, json.loads(line) if isinstance(line, bytes) else line, now))
+        except _Reject as err:
+            out.append(Rejection(number, case_no, err.reason))
+    return out
+
+
+def _start_workers(deps: Deps, count: int) -> Any:
+    """``count`` forked checkers sharing the builder and its warm caches; ``None`` where fork is missing."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    deps.engine.dispose()  # the children must not inherit open connections (they never use the database)
+    return multiprocessing.get_context("fork").Pool(count)
+
+
 def import_cases(
     deps: Deps,
     path: Path | str,
@@ -883,6 +925,7 @@ def import_cases(
     batch_size: int = 500,
     actor_for_system: str = SYSTEM_ACTOR,
     progress: Callable[[ImportProgress], None] | None = None,
+    workers: int | None = None,
 ) -> ImportResult:
     """Import the historical cases of a JSON Lines export; returns what was imported, skipped, rejected.
 
@@ -890,7 +933,10 @@ def import_cases(
     participants, hash-chained events, deadlines, pause ledger): a kill leaves whole batches only. Lines
     whose case number is already stored are skipped, so running the same file again resumes it.
     ``actor_for_system`` is recorded as the opener of a case whose line names no ``opened_by``.
+    ``workers`` processes check lines while this one writes (0: check here too; default: one per CPU,
+    for files of ``PARALLEL_FROM_BYTES`` or more): checking is per line, the database has one writer.
     """
+    global _BUILDER
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"file not found: {path}")
@@ -902,50 +948,28 @@ def import_cases(
     with UnitOfWork(deps, read_only=True) as uow:
         directory = _Directory(uow)
     tables = _Tables(deps.engine.dialect)
-    deps = replace(deps, calendar=_DayCalendar(deps.calendar))  # type: ignore[arg-type]
     transitions = Transitions(deps.loss_threshold, deps.illegal_gain_threshold)
-    builder = _LineBuilder(deps, directory, transitions, tables, actor_for_system)
+    day_deps = replace(deps, calendar=_DayCalendar(deps.calendar))  # type: ignore[arg-type]
+    _BUILDER = _LineBuilder(day_deps, directory, transitions, tables, actor_for_system)
+    if workers is None:
+        workers = (os.cpu_count() or 1) if total >= PARALLEL_FROM_BYTES else 0
+    pool = _start_workers(deps, workers) if workers > 0 else None
+    pending: deque[_Batch] = deque()
     seen: dict[str, int] = {}  # case_no -> line, for numbers given twice in one file
-    for batch, read in _batches(path, batch_size):
-        now = deps.now()
-        parsed: list[tuple[int, Any, str]] = []
-        for number, raw in batch:
-            result.lines += 1
-            try:
-                obj = json.loads(raw)
-            except (UnicodeDecodeError, ValueError) as exc:
-                result.rejected.append(Rejection(number, "", f"not valid JSON: {exc}"))
-                continue
-            case_no = str(obj.get("case_no") or "").strip() if isinstance(obj, dict) else ""
-            if case_no in seen:
-                result.rejected.append(
-                    Rejection(number, case_no, f"case_no {case_no} is already on line {seen[case_no]}")
-                )
-                continue
-            if case_no:
-                seen[case_no] = number
-            parsed.append((number, obj, case_no))
-        stored = _stored(deps, [c for _n, _o, c in parsed if c])
-        prepared: list[_Prepared] = []
-        for number, obj, case_no in parsed:
-            if case_no in stored:
-                result.skipped += 1
-                continue
-            try:
-                prepared.append(builder.build(number, obj, now))
-            except _Reject as err:
-                result.rejected.append(Rejection(number, case_no, err.reason))
-        if prepared:
-            written = _write(deps, tables, prepared)
-            result.skipped += len(prepared) - len(written)
-            result.imported += len(written)
-            result.events += sum(len(p.events) for p in written)
-        if progress is not None:
-            progress(
-                ImportProgress(
-                    result.lines, read, total, result.imported, result.skipped, len(result.rejected), result.events
-                )
-            )
+    try:
+        for lines, read in _batches(path, batch_size):
+            result.lines += len(lines)
+            pending.append(_read_batch(deps, lines, read, seen, pool, workers))
+            # Two batches in flight: the workers check the next while this process writes one.
+            while len(pending) > (2 if pool else 0):
+                _finish_batch(deps, tables, pending.popleft(), result, total, progress)
+        while pending:
+            _finish_batch(deps, tables, pending.popleft(), result, total, progress)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        _BUILDER = None
     result.seconds = time.perf_counter() - started
     log.info(
         "import %s: %s imported, %s skipped, %s rejected",
@@ -955,6 +979,66 @@ def import_cases(
         len(result.rejected),
     )
     return result
+
+
+def _read_batch(
+    deps: Deps, lines: list[tuple[int, bytes]], read: int, seen: dict[str, int], pool: Any, workers: int
+) -> _Batch:
+    """Parse a batch's lines, reject bad JSON and repeated case numbers, skip stored ones; hand the rest to
+    the checkers (the workers, or this process at once)."""
+    batch = _Batch(read, 0, [], [])
+    parsed: list[tuple[int, str, Any]] = []
+    for number, raw in lines:
+        try:
+            obj = json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as exc:
+            batch.rejected.append(Rejection(number, "", f"not valid JSON: {exc}"))
+            continue
+        case_no = str(obj.get("case_no") or "").strip() if isinstance(obj, dict) else ""
+        if case_no in seen:
+            batch.rejected.append(Rejection(number, case_no, f"case_no {case_no} is already on line {seen[case_no]}"))
+            continue
+        if case_no:
+            seen[case_no] = number
+        parsed.append((number, case_no, raw if pool is not None else obj))
+    stored = _stored(deps, [c for _n, c, _o in parsed if c])
+    todo = [item for item in parsed if item[1] not in stored]
+    batch.skipped = len(parsed) - len(todo)
+    now = deps.now()
+    if pool is None:
+        batch.checked = _check_lines((now, todo))
+    else:
+        size = -(-len(todo) // workers) or 1
+        chunks = [(now, todo[i : i + size]) for i in range(0, len(todo), size)]
+        batch.checked = pool.map_async(_check_lines, chunks, chunksize=1)
+    return batch
+
+
+def _finish_batch(
+    deps: Deps,
+    tables: _Tables,
+    batch: _Batch,
+    result: ImportResult,
+    total: int,
+    progress: Callable[[ImportProgress], None] | None,
+) -> None:
+    """Write a checked batch in one transaction, record its rejections in line order, report progress."""
+    checked = batch.checked if isinstance(batch.checked, list) else [x for chunk in batch.checked.get() for x in chunk]
+    prepared = [x for x in checked if isinstance(x, _Prepared)]
+    rejected = batch.rejected + [x for x in checked if isinstance(x, Rejection)]
+    result.rejected += sorted(rejected, key=lambda r: r.line)
+    result.skipped += batch.skipped
+    if prepared:
+        written = _write(deps, tables, prepared)
+        result.skipped += len(prepared) - len(written)
+        result.imported += len(written)
+        result.events += sum(len(p.events) for p in written)
+    if progress is not None:
+        progress(
+            ImportProgress(
+                result.lines, batch.read, total, result.imported, result.skipped, len(result.rejected), result.events
+            )
+        )
 
 
 def _stored(deps: Deps, numbers: list[str]) -> set[str]:

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -162,7 +163,8 @@ def test_imported_deadlines_are_those_the_live_transitions_compute(
             assert a == b, (line["case_no"], [(i, x, y) for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y])
 
 
-def test_bad_lines_are_reported_by_number_and_leave_nothing_behind(deps: Deps, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "workers"])
+def test_bad_lines_are_reported_by_number_and_leave_nothing_behind(deps: Deps, tmp_path: Path, workers: int) -> None:
     path = tmp_path / "export.jsonl"
     write_export(path, cases=10, seed=5, config=REPO_CONFIG)
     lines: list[Any] = _lines(path)
@@ -176,7 +178,7 @@ def test_bad_lines_are_reported_by_number_and_leave_nothing_behind(deps: Deps, t
     lines[2] = {**lines[2], "agency": "xx-amr"}  # line 3: unknown agency
     lines[4] = "{not json"  # line 5
     lines.append({**lines[0]})  # line 11: the case number of line 1 again
-    result = import_cases(deps, _write_lines(path, lines), batch_size=4)
+    result = import_cases(deps, _write_lines(path, lines), batch_size=4, workers=workers)
 
     assert [(r.line, r.case_no) for r in result.rejected] == [
         (3, lines[2]["case_no"]),
@@ -259,6 +261,17 @@ def test_cli_summary_and_exit_codes(deps: Deps, sqlite_config: Path, tmp_path: P
     assert "file not found" in missing.stderr
 
 
+def _children(pid: int) -> list[int]:
+    return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie (exited, not yet reaped by init) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
 def _stored_cases(db: Path) -> int:
     with sqlite3.connect(db, timeout=60) as conn:
         return int(conn.execute("SELECT count(*) FROM cases").fetchone()[0])
@@ -283,8 +296,14 @@ def test_an_import_killed_half_way_and_run_again_has_every_case_exactly_once(
         assert child.poll() is None, child.communicate()
         assert time.monotonic() < limit, "the import did not commit a batch in time"
         time.sleep(0.01)
+    checkers = _children(child.pid)
+    assert checkers, "a file this size is checked by worker processes"
     child.send_signal(signal.SIGKILL)
     child.wait()
+    limit = time.monotonic() + 30
+    while any(_alive(pid) for pid in checkers):  # they see the pipe close
+        assert time.monotonic() < limit, "worker processes outlived the killed import"
+        time.sleep(0.05)
     killed_at = _stored_cases(db)
     assert 1000 <= killed_at < len(many), killed_at  # killed half-way, not after the end
     assert killed_at % 250 == 0  # whole batches only
