@@ -23,6 +23,7 @@ from app.cli import app
 from app.generate import write_export
 from models.tables import Case, CaseEvent, Deadline, DeadlinePause
 from tests.conftest import REPO_CONFIG, TRANSFER_PACKAGE, FakeClock
+from workflows import imports
 from workflows.cases import advance_case, attach_file, open_case, replay_case, verify_audit
 from workflows.imports import import_cases
 from workflows.uow import Deps, UnitOfWork
@@ -56,9 +57,10 @@ def _count(deps: Deps, stmt: Any) -> int:
 
 
 def test_a_generated_export_imports_with_intact_chains_replayable_states_and_deadlines(
-    target: tuple[Deps, Path], tmp_path: Path
+    target: tuple[Deps, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     deps = target[0]
+    monkeypatch.setattr(imports, "WARM_UP_LINES", 600)  # two batches here, then worker processes check the rest
     path = tmp_path / "export.jsonl"
     write_export(path, cases=2000, seed=3, config=REPO_CONFIG)
     lines = _lines(path)
@@ -175,9 +177,10 @@ def test_imported_deadlines_are_those_the_live_transitions_compute(
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "workers"])
 def test_bad_lines_are_reported_by_number_and_leave_nothing_behind(
-    target: tuple[Deps, Path], tmp_path: Path, workers: int
+    target: tuple[Deps, Path], tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     deps = target[0]
+    monkeypatch.setattr(imports, "WARM_UP_LINES", 0)  # the workers check from the first line
     path = tmp_path / "export.jsonl"
     write_export(path, cases=10, seed=5, config=REPO_CONFIG)
     lines: list[Any] = _lines(path)
@@ -301,7 +304,7 @@ def test_an_import_killed_half_way_and_run_again_has_every_case_exactly_once(
 
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     limit = time.monotonic() + 120
-    while _count(deps, stored) < 1000:  # some batches committed
+    while _count(deps, stored) < 2500:  # some batches committed, the workers (after WARM_UP_LINES) at work
         assert child.poll() is None, child.communicate()
         assert time.monotonic() < limit, "the import did not commit a batch in time"
         time.sleep(0.01)
@@ -314,7 +317,7 @@ def test_an_import_killed_half_way_and_run_again_has_every_case_exactly_once(
         assert time.monotonic() < limit, "worker processes outlived the killed import"
         time.sleep(0.05)
     killed_at = _count(deps, stored)
-    assert 1000 <= killed_at < len(many), killed_at  # killed half-way, not after the end
+    assert 2500 <= killed_at < len(many), killed_at  # killed half-way, not after the end
     assert killed_at % 250 == 0  # whole batches only
 
     done = subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env, timeout=300, check=False)
