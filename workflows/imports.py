@@ -375,10 +375,9 @@ class _Insert:
         quote = dialect.identifier_preparer.quote
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         names = (*lead, *self.fields)
-        self.sql = (
-            f"INSERT INTO {quote(self.table)} ({', '.join(quote(n) for n in names)}) "
-            f"VALUES ({', '.join([mark] * len(names))})"
-        )
+        columns = f"{quote(self.table)} ({', '.join(quote(n) for n in names)})"
+        self.sql = f"INSERT INTO {columns} VALUES ({', '.join([mark] * len(names))})"
+        self.copy_sql = f"COPY {columns} FROM STDIN"  # PostgreSQL
         self.procs: list[tuple[int, Callable[[Any], Any]]] = []
         for index, name in enumerate(self.fields):
             proc = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
@@ -1103,8 +1102,14 @@ def _write(deps: Deps, tables: _Tables, prepared: list[_Prepared]) -> list[_Prep
             (tables.deadlines, deadlines),
             (tables.pauses, pauses),
         ):
-            if rows:
+            if not rows:
+                continue
+            if sqlite:
                 cursor.executemany(insert.sql, rows)
+            else:  # COPY: several times faster than even a pipelined executemany
+                with cursor.copy(insert.copy_sql) as copy:
+                    for row in rows:
+                        copy.write_row(row)
         cursor.close()
         uow.commit()
         return todo
