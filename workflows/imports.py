@@ -1082,6 +1082,8 @@ def _write(deps: Deps, tables: _Tables, prepared: list[_Prepared]) -> list[_Prep
         if not todo:
             return []
         cursor = connection.connection.cursor()  # the driver's own: same connection, same transaction
+        if sqlite:  # 64 MiB of page cache (default 2 MiB): events' random event_id keys touch pages all over
+            cursor.execute("PRAGMA cache_size=-65536")
         case_ids = _new_ids(cursor, tables.cases.table, len(todo), sqlite)
         deadline_ids = iter(_new_ids(cursor, tables.deadlines.table, sum(len(p.deadlines) for p in todo), sqlite))
         cases, participants, events, deadlines, pauses = [], [], [], [], []
