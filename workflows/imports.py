@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cache
 from operator import attrgetter
 from pathlib import Path
 from types import SimpleNamespace
@@ -472,14 +473,7 @@ _DEADLINE_UNSET: dict[str, Any] = dict.fromkeys(_DeadlineRow.__slots__) | {
 }
 
 
-class _EventRow:
-    """The fields ``event_digest`` reads, without the cost of an ORM object."""
-
-    __slots__ = tuple(c.name for c in CaseEvent.__table__.columns)  # type: ignore[attr-defined]
-
-    def __init__(self, **values: Any) -> None:
-        for key, value in values.items():
-            setattr(self, key, value)
+_leaf = cache(leaf_state)  # over configurations as tuples: a few hundred distinct ones
 
 
 def _text(obj: Mapping[str, Any], key: str, *, required: bool = True) -> str:
@@ -716,7 +710,7 @@ class _LineBuilder:
         prev_hash: str,
     ) -> str:
         seq = len(rows) + 1
-        row = _EventRow(
+        row = SimpleNamespace(  # the fields event_digest reads, without the cost of an ORM object
             event_id=str(uuid.uuid4()),
             case_id=None,
             seq=seq,
@@ -729,8 +723,8 @@ class _LineBuilder:
             payload=payload,
             from_configuration=before,
             to_configuration=after,
-            from_state=leaf_state(before) if before else "",
-            to_state=leaf_state(after),
+            from_state=_leaf(tuple(before)) if before else "",
+            to_state=_leaf(tuple(after)),
             version=seq,
             prev_hash=prev_hash,
             hash="",
@@ -782,7 +776,8 @@ class _Clocks:
                 history_before=list(h_before),
                 history_after=list(h_after),
             )
-        self.case.state = leaf_state(before) if before else ""
+        if actions:  # the state names the case in an extension's refusal
+            self.case.state = _leaf(tuple(before)) if before else ""
         for action in actions:
             rule = rules[action.rule]
             row = open_rows.get(action.rule)
