@@ -473,6 +473,16 @@ _DEADLINE_UNSET: dict[str, Any] = dict.fromkeys(_DeadlineRow.__slots__) | {
 }
 
 
+def _event_id() -> str:
+    """A version 7 UUID (RFC 9562: Unix milliseconds, version, 74 random bits, variant): unique like the
+    live path's version 4 ids, but ascending, so the unique index on ``event_id`` grows at its end instead of
+    touching pages all over a large table (random keys made SQLite's inserts and checkpoints the bottleneck)."""
+    rand = int.from_bytes(os.urandom(10))
+    value = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62 | rand & _LOW_62
+    return str(uuid.UUID(int=value))
+
+
+_LOW_62 = (1 << 62) - 1
 _leaf = cache(leaf_state)  # over configurations as tuples: a few hundred distinct ones
 
 
@@ -711,7 +721,7 @@ class _LineBuilder:
     ) -> str:
         seq = len(rows) + 1
         row = SimpleNamespace(  # the fields event_digest reads, without the cost of an ORM object
-            event_id=str(uuid.uuid4()),
+            event_id=_event_id(),
             case_id=None,
             seq=seq,
             event=event,
