@@ -233,17 +233,19 @@ class Transitions:
 
     Building a python-statemachine chart costs ~0.5 ms and a send ~0.15 ms: too slow for 20,000 events/s.
     The chart is pure over its ``CaseContext`` and the event data, so its answer is cached. The key holds
-    the whole context that can vary here (configuration, history, counters, outcome) and the data, with free
-    text reduced to "given or not" (no guard reads more of a text). A miss, and every refusal, asks the real
-    chart; ``replay_case`` on imported cases checks the result against it again.
+    what can vary here (configuration, history, outcome, event) and the data, with free text reduced to
+    "given or not" (no guard reads more of a text). Counters are matched on what the chart read of them on
+    the miss (``_Counters`` notes it; most transitions read none, and keying on all counters made four
+    times as many misses); the answer then carries the counters it changed. A miss, and every refusal, asks
+    the real chart; ``replay_case`` on imported cases checks the result against it again.
     """
 
     def __init__(self, loss_threshold: int = 300_000, illegal_gain_threshold: int = 300_000) -> None:
         self.loss_threshold = loss_threshold
         self.illegal_gain_threshold = illegal_gain_threshold
-        self._cache: dict[Any, tuple[list[str], dict[str, list[str]], dict[str, int], str | None]] = {}
+        self._cache: dict[Any, list[_Answer]] = {}
         # The key of a state this cache returned, by the identity of its configuration list (kept alive by
-        # the cache): a case's next send need not sort its history and counters again.
+        # the cache): a case's next send need not sort its history again.
         self._state_keys: dict[int, tuple[Any, Any]] = {}
         self._allowed: dict[Any, list[str]] = {}
         self.initial = configuration_of(new_chart(self._ctx("", {}, None)))
@@ -279,7 +281,8 @@ class Transitions:
     ) -> tuple[list[str], dict[str, list[str]], dict[str, int], str | None]:
         """(configuration, history, counters, outcome) after ``event``; raises ``Refused`` when refused.
 
-        The returned lists and dicts are shared with the cache: callers must not change them."""
+        The returned lists and dicts are shared with the cache (or are ``counters`` itself): callers must
+        not change them."""
         spec = EVENT_DATA.get(event, {})
         if event == "propose_referral":
             # The one guard that reads amounts, run here on the data so the key need not hold them.
@@ -295,15 +298,16 @@ class Transitions:
             )
         )
         known = self._state_keys.get(id(conf))
-        if known is not None and known[0] == (conf, hist, counters, outcome) and known[0][0] is conf:
+        if known is not None and known[0][0] is conf and known[0][1] is hist and known[0][2] == outcome:
             state = known[1]
         else:
-            state = _state_key(conf, hist, counters, outcome)
+            state = _state_key(conf, hist, outcome)
         key = (state, event, data_key)
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
+        for answer in self._cache.get(key, ()):
+            if answer.fits(counters):
+                return answer.conf, answer.hist, answer.counters_after(counters), answer.outcome
         ctx = self._ctx(case_no, counters, outcome)
+        ctx.counters = seen = _Counters(counters)
         chart = new_chart(ctx, conf, hist)
         try:
             chart.send(event, data=payload)
@@ -312,19 +316,108 @@ class Transitions:
         except TransitionNotAllowed:
             allowed = ", ".join(allowed_events_of(chart)) or "none"
             raise Refused(f"{event} is not allowed in state {leaf_state(conf)} (allowed: {allowed})") from None
-        result = (configuration_of(chart), history_of(chart), dict(ctx.counters), ctx.outcome)
-        self._cache[key] = result
-        self._state_keys[id(result[0])] = (result, _state_key(*result))
-        return result
+        answer = _Answer(configuration_of(chart), history_of(chart), ctx.outcome, counters, seen)
+        self._cache.setdefault(key, []).append(answer)
+        self._state_keys[id(answer.conf)] = ((answer.conf, answer.hist, answer.outcome), _state_key(*answer.state))
+        return answer.conf, answer.hist, answer.counters_after(counters), answer.outcome
 
 
-def _state_key(conf: list[str], hist: dict[str, list[str]], counters: dict[str, int], outcome: str | None) -> Any:
-    return (
-        tuple(conf),
-        tuple(sorted((k, tuple(v)) for k, v in hist.items())),
-        tuple(sorted(counters.items())),
-        outcome,
-    )
+_ABSENT = object()
+
+
+class _Counters(dict[str, int]):
+    """A case's counters as the chart sees them on a miss, noting which keys it read (all of them when it
+    looks at the whole: iteration, length, comparison; copies go through ``keys``)."""
+
+    def __init__(self, values: Mapping[str, int]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+        self.whole = False
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> int:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+    def _all(self) -> None:
+        self.whole = True
+
+    def __iter__(self) -> Iterator[str]:
+        self._all()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._all()
+        return super().__len__()
+
+    def __eq__(self, other: object) -> bool:
+        self._all()
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def keys(self) -> Any:
+        self._all()
+        return super().keys()
+
+    def items(self) -> Any:
+        self._all()
+        return super().items()
+
+    def values(self) -> Any:
+        self._all()
+        return super().values()
+
+    def copy(self) -> dict[str, int]:
+        self._all()
+        return dict(super().items())
+
+
+class _Answer:
+    """One cached transition: the state after it, the counters it depended on and those it changed."""
+
+    __slots__ = ("after", "before", "changed", "conf", "hist", "outcome", "reads")
+
+    def __init__(
+        self, conf: list[str], hist: dict[str, list[str]], outcome: str | None, before: dict[str, int], seen: _Counters
+    ) -> None:
+        self.conf, self.hist, self.outcome = conf, hist, outcome
+        whole, read = seen.whole, set(seen.read)  # taken before the lines below look at ``seen`` themselves
+        after = {k: dict.__getitem__(seen, k) for k in dict.keys(seen)}
+        # Matched on every counter when the chart looked at them all or dropped one; else on those it read.
+        self.reads: tuple[tuple[str, Any], ...] | None = None
+        if not whole and not set(before) - set(after):
+            self.reads = tuple((k, before.get(k, _ABSENT)) for k in sorted(read))
+        self.before = dict(before) if self.reads is None else None
+        self.after = after if self.reads is None else None
+        self.changed = {k: v for k, v in after.items() if before.get(k, _ABSENT) != v}
+
+    @property
+    def state(self) -> tuple[list[str], dict[str, list[str]], str | None]:
+        return self.conf, self.hist, self.outcome
+
+    def fits(self, counters: dict[str, int]) -> bool:
+        """Whether ``counters`` agree with those this answer was computed from, where the chart read them."""
+        if self.reads is None:
+            return counters == self.before
+        return all(counters.get(k, _ABSENT) == v for k, v in self.reads)
+
+    def counters_after(self, counters: dict[str, int]) -> dict[str, int]:
+        """``counters`` with this transition's changes."""
+        if self.after is not None:
+            return self.after
+        return counters | self.changed if self.changed else counters
+
+
+def _state_key(conf: list[str], hist: dict[str, list[str]], outcome: str | None) -> Any:
+    return (tuple(conf), tuple(sorted((k, tuple(v)) for k, v in hist.items())), outcome)
 
 
 #: Data kinds no guard or action reads beyond "given or not" (amounts: see check_referral_ground above; the
