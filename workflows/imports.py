@@ -978,7 +978,7 @@ def _batches(path: Path, size: int) -> Iterator[tuple[list[tuple[int, bytes]], i
 
 #: Lines checked in this process before the workers fork: they inherit the warm caches (a chart miss costs
 #: ~1 ms, and most distinct transitions show up early), and a small file never pays for the fork.
-WARM_UP_LINES = 2000
+WARM_UP_LINES = 1000
 
 
 @dataclass
