@@ -14,6 +14,11 @@ the same clock machinery (``plan_clock_actions`` and the deadline helpers of ``w
 case's whole history. A case number already stored is skipped, so an import killed half-way and started
 again continues without duplicates; a batch is atomic.
 
+Speed (target 20,000 events/s on SQLite): after a warm-up, forked worker processes check lines and build
+their rows, already encoded with SQLAlchemy's own bind processors, while this process writes them with the
+driver (``executemany`` on SQLite, ``COPY`` on PostgreSQL); the chart, clock plans and calendar answers are
+memoised; imported events get ascending (version 7) UUIDs so the event_id index grows at its end.
+
 Not imported: attachments and evidence (so the chart's transfer-package and evidence guards are not
 checked: the old platform's record of the transfer stands), notifications (none are queued for history),
 supervision, meetings.
