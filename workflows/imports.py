@@ -31,7 +31,6 @@ import logging
 import multiprocessing
 import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -577,7 +576,8 @@ def _event_id() -> str:
     touching pages all over a large table (random keys made SQLite's inserts and checkpoints the bottleneck)."""
     rand = int.from_bytes(os.urandom(10))
     value = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62 | rand & _LOW_62
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"  # uuid.UUID's own str, without its constructor's checks
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _LOW_62 = (1 << 62) - 1
