@@ -2,7 +2,7 @@
 
 Data: ``app.generate.write_export`` from seed 1 with the repo's config.toml (20,000 cases, about 112,000 audit
 events with the open_case records; 2,000 cases in ``--quick``). Writing the file is not timed. The import runs
-as ``jointcase import`` does (batches of 500, default workers: one checker process per CPU, the SQLite file as
+as ``jointcase import`` does (batches of 500; one checker process per CPU after the first 1,000 lines; SQLite as
 the app configures it: WAL, synchronous=FULL). Events/s counts the audit events written, open_case included.
 Afterwards the row counts are checked against the file and a sample of hash chains is verified.
 """
