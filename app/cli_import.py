@@ -19,6 +19,10 @@ SHOWN_REJECTIONS = 50
 def import_file(
     file: Annotated[Path, typer.Argument(help="JSON Lines export: one case with its events per line.")],
     batch: Annotated[int, typer.Option("--batch", help="Cases written per transaction.")] = 500,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=0, help="Processes checking lines while one writes (0: none; default: CPUs)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Import historical cases (JSON Lines); resumable: cases already stored are skipped. 历史案件导入
@@ -44,7 +48,7 @@ def import_file(
                     counts = f"{p.imported} imported, {p.skipped} skipped, {p.rejected} rejected"
                     bar.update(task, completed=p.bytes_read, counts=counts)
 
-                result = import_cases(deps, file, batch_size=batch, progress=on_progress)
+                result = import_cases(deps, file, batch_size=batch, progress=on_progress, workers=workers)
         else:
 
             def on_progress(p: ImportProgress) -> None:
@@ -54,7 +58,7 @@ def import_file(
                         highlight=False,
                     )
 
-            result = import_cases(deps, file, batch_size=batch, progress=on_progress)
+            result = import_cases(deps, file, batch_size=batch, progress=on_progress, workers=workers)
 
         def human() -> None:
             out.print(

@@ -1,6 +1,7 @@
 """``python -m benchmarks [--quick] [--only NAME]``: run the benchmarks and print one table with targets.
 
-Names: transitions_sqlite, transitions_postgres, pg_scaling, scale_sqlite, scale_postgres, http_postgres.
+Names: transitions_sqlite, transitions_postgres, pg_scaling, scale_sqlite, scale_postgres, import_sqlite,
+import_postgres, http_postgres.
 The line ``transition_ratio_sqlite=<ratio>`` is printed on its own for scripts.
 """
 
@@ -16,7 +17,7 @@ from benchmarks.common import Row, machine, pg_available
 
 
 def _benches(quick: bool) -> dict[str, tuple[bool, Callable[[], list[Row]]]]:
-    from benchmarks import http_api, scale, transitions
+    from benchmarks import http_api, imports, scale, transitions
 
     return {
         "transitions_sqlite": (False, lambda: transitions.bench_backend("sqlite", quick)),
@@ -24,6 +25,8 @@ def _benches(quick: bool) -> dict[str, tuple[bool, Callable[[], list[Row]]]]:
         "pg_scaling": (True, lambda: transitions.bench_pg_scaling(quick)),
         "scale_sqlite": (False, lambda: scale.bench_scale("sqlite", quick)),
         "scale_postgres": (True, lambda: scale.bench_scale("postgres", quick)),
+        "import_sqlite": (False, lambda: imports.bench_import("sqlite", quick)),
+        "import_postgres": (True, lambda: imports.bench_import("postgres", quick)),
         "http_postgres": (True, lambda: http_api.bench_http()),
     }
 
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; choose from {', '.join(benches)}")
     selected = args.only or list(benches)
     if args.quick and not args.only:
-        selected = ["transitions_sqlite", "scale_sqlite"]
+        selected = ["transitions_sqlite", "scale_sqlite", "import_sqlite"]
     started = time.perf_counter()
     facts = machine()
     print(f"jointcase benchmarks {'--quick ' if args.quick else ''}{datetime.now(UTC).isoformat(timespec='seconds')}")
@@ -77,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         if row.name.startswith("transition_ratio_") and row.value is not None:
             print(f"{row.name}={row.value:.3f}")
     print(f"total {time.perf_counter() - started:.1f} s")
-    print("not measured yet: bulk import events/s (see benchmarks/RESULTS.md)")
     return 0
 
 

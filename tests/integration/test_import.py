@@ -1,13 +1,13 @@
 """Bulk import of historical cases (issue 8 item 2): a generated export imports with intact hash chains,
 replayable states and the deadlines the live path would compute; bad lines are reported by number and
-leave nothing behind; an import killed half-way and run again ends with every case exactly once."""
+leave nothing behind; an import killed half-way and run again ends with every case exactly once. The key
+tests run on SQLite and on PostgreSQL (``JOINTCASE_TEST_DATABASE_URL``; skipped without it)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,13 +15,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from app.cli import app
 from app.generate import write_export
 from models.tables import Case, CaseEvent, Deadline, DeadlinePause
 from tests.conftest import REPO_CONFIG, TRANSFER_PACKAGE, FakeClock
+from workflows import imports
 from workflows.cases import advance_case, attach_file, open_case, replay_case, verify_audit
 from workflows.imports import import_cases
 from workflows.uow import Deps, UnitOfWork
@@ -41,14 +43,24 @@ def _write_lines(path: Path, lines: list[Any]) -> Path:
     return path
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest) -> tuple[Deps, Path]:
+    """The dependencies and config file of a fresh database: SQLite, then PostgreSQL (skips without it)."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("deps"), request.getfixturevalue("sqlite_config")
+    return request.getfixturevalue("pg_deps"), request.getfixturevalue("pg_config")
+
+
 def _count(deps: Deps, stmt: Any) -> int:
     with UnitOfWork(deps, read_only=True) as uow:
         return int(uow.session.execute(stmt).scalar_one())
 
 
 def test_a_generated_export_imports_with_intact_chains_replayable_states_and_deadlines(
-    deps: Deps, tmp_path: Path
+    target: tuple[Deps, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    deps = target[0]
+    monkeypatch.setattr(imports, "WARM_UP_LINES", 600)  # two batches here, then worker processes check the rest
     path = tmp_path / "export.jsonl"
     write_export(path, cases=2000, seed=3, config=REPO_CONFIG)
     lines = _lines(path)
@@ -121,8 +133,9 @@ def _deadline_ledger(deps: Deps, case_no: str) -> list[tuple[Any, ...]]:
 
 
 def test_imported_deadlines_are_those_the_live_transitions_compute(
-    deps: Deps, clock: FakeClock, tmp_path: Path
+    target: tuple[Deps, Path], clock: FakeClock, tmp_path: Path
 ) -> None:
+    deps = target[0]
     path = tmp_path / "export.jsonl"
     write_export(path, cases=300, seed=11, config=REPO_CONFIG)
     # The sm-amr cases with the most events and every clock kind among them: entered live, then imported.
@@ -162,7 +175,12 @@ def test_imported_deadlines_are_those_the_live_transitions_compute(
             assert a == b, (line["case_no"], [(i, x, y) for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y])
 
 
-def test_bad_lines_are_reported_by_number_and_leave_nothing_behind(deps: Deps, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "workers"])
+def test_bad_lines_are_reported_by_number_and_leave_nothing_behind(
+    target: tuple[Deps, Path], tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deps = target[0]
+    monkeypatch.setattr(imports, "WARM_UP_LINES", 0)  # the workers check from the first line
     path = tmp_path / "export.jsonl"
     write_export(path, cases=10, seed=5, config=REPO_CONFIG)
     lines: list[Any] = _lines(path)
@@ -176,7 +194,7 @@ def test_bad_lines_are_reported_by_number_and_leave_nothing_behind(deps: Deps, t
     lines[2] = {**lines[2], "agency": "xx-amr"}  # line 3: unknown agency
     lines[4] = "{not json"  # line 5
     lines.append({**lines[0]})  # line 11: the case number of line 1 again
-    result = import_cases(deps, _write_lines(path, lines), batch_size=4)
+    result = import_cases(deps, _write_lines(path, lines), batch_size=4, workers=workers)
 
     assert [(r.line, r.case_no) for r in result.rejected] == [
         (3, lines[2]["case_no"]),
@@ -259,34 +277,47 @@ def test_cli_summary_and_exit_codes(deps: Deps, sqlite_config: Path, tmp_path: P
     assert "file not found" in missing.stderr
 
 
-def _stored_cases(db: Path) -> int:
-    with sqlite3.connect(db, timeout=60) as conn:
-        return int(conn.execute("SELECT count(*) FROM cases").fetchone()[0])
+def _children(pid: int) -> list[int]:
+    return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie (exited, not yet reaped by init) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
 
 
 def test_an_import_killed_half_way_and_run_again_has_every_case_exactly_once(
-    deps: Deps, sqlite_config: Path, tmp_path: Path
+    target: tuple[Deps, Path], tmp_path: Path
 ) -> None:
+    deps, config = target
+    stored = select(func.count()).select_from(Case)
     source = tmp_path / "some.jsonl"
     write_export(source, cases=1500, seed=9, config=REPO_CONFIG)
     lines = _lines(source)
     many = [{**x, "case_no": f"{x['case_no']}-{copy}"} for copy in range(6) for x in lines]  # 9,000 cases
     path = _write_lines(tmp_path / "export.jsonl", many)
-    db = tmp_path / "jointcase.db"
     jointcase = str(Path(sys.executable).parent / "jointcase")
     env = {**os.environ, "JOINTCASE_DEBUG": "1"}
-    cmd = [jointcase, "--config", str(sqlite_config), "import", str(path), "--batch", "250"]
+    cmd = [jointcase, "--config", str(config), "import", str(path), "--batch", "250"]
 
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     limit = time.monotonic() + 120
-    while _stored_cases(db) < 1000:  # some batches committed
+    while _count(deps, stored) < 2500:  # some batches committed, the workers (after WARM_UP_LINES) at work
         assert child.poll() is None, child.communicate()
         assert time.monotonic() < limit, "the import did not commit a batch in time"
         time.sleep(0.01)
+    checkers = _children(child.pid)
+    assert checkers, "a file this size is checked by worker processes"
     child.send_signal(signal.SIGKILL)
     child.wait()
-    killed_at = _stored_cases(db)
-    assert 1000 <= killed_at < len(many), killed_at  # killed half-way, not after the end
+    limit = time.monotonic() + 30
+    while any(_alive(pid) for pid in checkers):  # they see the pipe close
+        assert time.monotonic() < limit, "worker processes outlived the killed import"
+        time.sleep(0.05)
+    killed_at = _count(deps, stored)
+    assert 2500 <= killed_at < len(many), killed_at  # killed half-way, not after the end
     assert killed_at % 250 == 0  # whole batches only
 
     done = subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env, timeout=300, check=False)
@@ -294,11 +325,11 @@ def test_an_import_killed_half_way_and_run_again_has_every_case_exactly_once(
     summary = json.loads(done.stdout)
     assert (summary["skipped"], summary["imported"]) == (killed_at, len(many) - killed_at)
 
-    with sqlite3.connect(db) as conn:
-        total, distinct = conn.execute("SELECT count(*), count(DISTINCT case_no) FROM cases").fetchone()
-        events, distinct_events = conn.execute(
-            "SELECT count(*), count(DISTINCT case_id || ':' || seq) FROM case_events"
-        ).fetchone()
+    with UnitOfWork(deps, read_only=True) as uow:
+        total, distinct = uow.session.execute(text("SELECT count(*), count(DISTINCT case_no) FROM cases")).one()
+        events, distinct_events = uow.session.execute(
+            text("SELECT count(*), count(DISTINCT CAST(case_id AS TEXT) || ':' || CAST(seq AS TEXT)) FROM case_events")
+        ).one()
     assert total == distinct == len(many)
     assert events == distinct_events == sum(len(x["events"]) + 1 for x in many)
     report = verify_audit(deps)
