@@ -527,16 +527,12 @@ def _stage_durations(uow: UnitOfWork, p: Period) -> dict[str, dict[str, list[flo
     return out
 
 
-def stage_days(deps: Deps, start: datetime, end: datetime, *, case_nos: list[str]) -> dict[str, list[float]]:
-    """stage → days of the stages that ended in [start, end) in these cases, by the bulletin's rule (the
-    supervisor's dashboard: the cases they may see, any span)."""
+def stage_days(uow: UnitOfWork, start: datetime, end: datetime, case_ids: Any) -> dict[str, list[float]]:
+    """stage → days of the stages that ended in [start, end) in these cases (a list of ids or a subquery), by
+    the bulletin's rule (the supervisor's dashboard: the cases they may see, any span)."""
     out: dict[str, list[float]] = {s.id: [] for s in STAGES}
-    if not case_nos:
-        return out
-    with UnitOfWork(deps, read_only=True) as uow:
-        ids = select(Case.id).where(Case.case_no.in_(case_nos))  # type: ignore[union-attr]
-        for _agency, stage, days in _paired(_stage_rows(uow, start, end, ids), start):
-            out[stage].append(days)
+    for _agency, stage, days in _paired(_stage_rows(uow, start, end, case_ids), start):
+        out[stage].append(days)
     return out
 
 

@@ -19,11 +19,10 @@ from sqlalchemy import ColumnElement, Integer, Select, cast, exists, func, or_, 
 
 from models.tables import Agency, Case, CaseParticipant, Deadline, Officer, Supervision
 from states.lifecycle import PHASES, REFERRAL_FUNNEL, funnel_steps
-from workflows.bulletins import STAGES, _paired, _stage_rows
+from workflows.bulletins import STAGES, stage_days
 from workflows.cases import _covers
 from workflows.meetings import ActionItemView, list_action_items
-from workflows.supervision import SupervisionView
-from workflows.supervision import _view as supervision_view
+from workflows.supervision import SupervisionView, supervision_view
 from workflows.uow import Deps, UnitOfWork
 
 #: Literal SQL: a bound parameter would stop SQLite from using the partial indexes on these states.
@@ -184,9 +183,7 @@ def figures(deps: Deps, *, actor: str, stages: tuple[datetime, datetime] | None 
             by_agency.setdefault(item.owner_agency, Counter())["action_items"] += 1
         durations: dict[str, list[float]] = {s.id: [] for s in STAGES}
         if stages is not None:
-            ids = only_visible(select(Case.id), uow, officer)
-            for _agency, stage, days in _paired(_stage_rows(uow, stages[0], stages[1], ids), stages[0]):
-                durations[stage].append(days)
+            durations = stage_days(uow, stages[0], stages[1], only_visible(select(Case.id), uow, officer))
     return Figures(counts, by_agency, durations, actions)
 
 

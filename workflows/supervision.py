@@ -68,7 +68,8 @@ class SupervisionView:
         return asdict(self)
 
 
-def _view(deps: Deps, case: Case, sup: Supervision) -> SupervisionView:
+def supervision_view(deps: Deps, case: Case, sup: Supervision) -> SupervisionView:
+    """A listing as shown to users (also the dashboard's lists)."""
     now = deps.now()
     open_ = sup.state != "delisted"
     return SupervisionView(
@@ -324,7 +325,7 @@ def list_for_supervision(
             handling=handling,
             at=now,
         )
-        view = _view(deps, case, sup)
+        view = supervision_view(deps, case, sup)
         uow.commit()
         log.info("case %s listed for %s-level supervision by %s", case_no, level, actor)
         return view
@@ -371,7 +372,7 @@ def report_progress(deps: Deps, case_no: str, *, actor: str, text: str) -> Super
             at=now,
             detail=text,
         )
-        view = _view(deps, case, sup)
+        view = supervision_view(deps, case, sup)
         uow.commit()
         return view
 
@@ -405,7 +406,7 @@ def delist(deps: Deps, case_no: str, *, actor: str, result: str) -> SupervisionV
         )
         recipients = directory.with_role(sup.handling_agency, "handler") + _listers(directory, sup)
         _notify(deps, uow, directory, case, sup, recipients, action="delisted", seq=record.seq, at=now, detail=result)
-        view = _view(deps, case, sup)
+        view = supervision_view(deps, case, sup)
         uow.commit()
         return view
 
@@ -417,7 +418,7 @@ def show_supervision(deps: Deps, case_no: str, *, actor: str | None = None) -> l
         rows = uow.session.execute(
             select(Supervision).where(Supervision.case_id == case.id).order_by(Supervision.id.desc())  # type: ignore[union-attr]
         ).scalars()
-        return [_view(deps, case, sup) for sup in rows]
+        return [supervision_view(deps, case, sup) for sup in rows]
 
 
 # --- the sweep's part ---------------------------------------------------------------------------------
