@@ -27,8 +27,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import PG_BENCH_DB, Row, make_bench_deps, pg_drop, pg_recreate
+from deploy.processes import free_port, start, stop, wait_healthy
 
 DB_NAME = f"{PG_BENCH_DB}_http"
 EVENT = "request_supplement"
@@ -74,56 +73,25 @@ def start_servers(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
     }
-    from tests.e2e.web.conftest import free_port
-
     servers: list[Server] = []
     try:
         for i in range(count):
             port, log = free_port(), workdir / f"serve-{i}.log"
-            with log.open("wb") as out:
-                proc = subprocess.Popen(
-                    [JOINTCASE, "serve", "--no-demo", "--host", "127.0.0.1", "--port", str(port)]
-                    + (["--threads", str(threads)] if threads else []),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=workdir,
-                    start_new_session=True,  # its own process group: stop_servers ends all it started
-                )
+            command = [JOINTCASE, "serve", "--no-demo", "--host", "127.0.0.1", "--port", str(port)]
+            proc = start(command + (["--threads", str(threads)] if threads else []), env, log, cwd=workdir)
             servers.append(Server(proc, port, log))
-        deadline = time.monotonic() + timeout
-        for server in servers:
-            while not _healthy(server.port):
-                if server.proc.poll() is not None or time.monotonic() > deadline:
-                    log = server.log.read_text()
-                    raise RuntimeError(f"jointcase serve on port {server.port} did not start:\n{log}")
-                time.sleep(0.2)
+        for server in servers:  # all start at once; then each is waited for
+            wait_healthy(f"http://127.0.0.1:{server.port}/healthz", server.proc, server.log, timeout=timeout)
     except BaseException:
         stop_servers(servers)
         raise
     return servers
 
 
-def _healthy(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            return sock.recv(64).startswith(b"HTTP/1.1 200")
-    except OSError:
-        return False
-
-
 def stop_servers(servers: list[Server], timeout: float = 20) -> None:
     """SIGTERM each server's process group, then SIGKILL the groups that linger."""
     for server in servers:
-        if server.proc.poll() is None:
-            os.killpg(server.proc.pid, signal.SIGTERM)
-    for server in servers:
-        try:
-            server.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.proc.pid, signal.SIGKILL)
-            server.proc.wait(timeout=10)
+        stop(server.proc, timeout=timeout)
 
 
 # --- CPU accounting (/proc) --------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import email
 import email.policy
 import logging
 import random
-import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from aiosmtpd.controller import Controller
 from jinja2 import UndefinedError
 from sqlalchemy import select, text
 
+from deploy.processes import free_port
 from models.tables import DeliveryAttempt, InboxItem, OutboxMessage
 from notifications.channels import message_id
 from states.errors import CaseNotFound, InvalidInput, PermissionDenied
@@ -87,13 +87,6 @@ class Recorder:
         with self._lock:
             self.envelopes.append(Envelope(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
         return "250 Message accepted for delivery"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that the OS just handed out (and we released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class SmtpServer:

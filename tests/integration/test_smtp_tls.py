@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import logging
-import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import select
 
+from deploy.processes import free_port
 from models.tables import DeliveryAttempt, OutboxMessage
 from notifications.channels import Channels
 from tests.conftest import CaseBuilder, FakeClock, make_deps, write_config
@@ -176,12 +176,6 @@ class Recorder:
         with self._lock:
             self.received.append(received)
         return "250 Message accepted for delivery"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class SmtpServer:

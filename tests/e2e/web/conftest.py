@@ -8,7 +8,6 @@ Without Chromium the browser tests skip with a reason, except in CI (``CI`` set)
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,17 +23,12 @@ from app.bootstrap import build, init_database
 from app.demo import DEMO_PASSWORD, load_demo, set_demo_passwords
 from app.settings import Settings, load_settings
 from app.web import create_app
+from deploy.processes import free_port
 from tests.conftest import REPO, write_config
 from workflows.uow import Deps
 
 CHROMIUM = Path(os.environ.get("JOINTCASE_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = REPO / "test-output" / "screenshots"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

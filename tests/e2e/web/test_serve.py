@@ -20,8 +20,8 @@ import pytest
 from fastapi import FastAPI
 
 from app.web.main import THREADS_ENV, app_from_environment, create_app
+from deploy.processes import free_port, stop
 from tests.conftest import make_deps, write_config
-from tests.e2e.web.conftest import free_port
 
 JOINTCASE = str(Path(sys.executable).parent / "jointcase")
 ENV = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
@@ -56,12 +56,9 @@ def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
 
 def _stop(proc: subprocess.Popen[bytes], log: IO[str]) -> None:
     """SIGTERM the process group, SIGKILL it if it lingers."""
-    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
+        stop(proc, timeout=30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
         log.close()
 
 
