@@ -60,17 +60,13 @@ def _stamp(paths: list[Path]) -> tuple[int | None, ...]:
 
 @lru_cache(maxsize=256)
 def _version(name: str, lang: str, stamp: tuple[int | None, ...]) -> str:
+    """A short hash of the template sources, stored with every rendered message; read again only when a
+    file's modification time changes (``stamp``): notices are rendered inside every transition."""
     digest = hashlib.sha256()
     for path, mtime in zip(_sources(name, lang), stamp, strict=True):
         if mtime is not None:
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def template_version(name: str, lang: str) -> str:
-    """A short hash of the template sources, stored with every rendered message (read again only when a
-    file's modification time changes: notices are rendered inside every transition)."""
-    return _version(name, lang, _stamp(_sources(name, lang)))
 
 
 def render(name: str, lang: str, **variables: Any) -> Rendered:

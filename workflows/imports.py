@@ -57,6 +57,7 @@ from states.lifecycle import (
     HISTORY,
     CaseContext,
     allowed_events_of,
+    allowed_in,
     check_referral_ground,
     configuration_of,
     history_of,
@@ -251,16 +252,11 @@ class Transitions:
         # The key of a state this cache returned, by the identity of its configuration list (kept alive by
         # the cache): a case's next send need not sort its history again.
         self._state_keys: dict[int, tuple[Any, Any]] = {}
-        self._allowed: dict[Any, list[str]] = {}
         self.initial = configuration_of(new_chart(self._ctx("", {}, None)))
 
     def allowed(self, conf: list[str], hist: dict[str, list[str]]) -> list[str]:
         """Events with a transition from this configuration (guards not evaluated), memoised."""
-        key = (tuple(conf), tuple(sorted((k, tuple(v)) for k, v in hist.items())))
-        found = self._allowed.get(key)
-        if found is None:
-            found = self._allowed[key] = allowed_events_of(new_chart(self._ctx("", {}, None), conf, hist))
-        return found
+        return allowed_in(conf, hist)
 
     def _ctx(self, case_no: str, counters: Mapping[str, int], outcome: str | None) -> CaseContext:
         return CaseContext(
