@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
@@ -85,6 +85,13 @@ class UnitOfWork:
         if self._session is None:
             raise RuntimeError("the unit of work is not entered (use it in a with-block)")
         return self._session
+
+    @property
+    def conn(self) -> Connection:
+        """The transaction's connection, for Core statements on the hot paths: rows and scalars without the
+        ORM's per-statement machinery (about a third of its cost). Writes sent here bypass the session, so
+        only use it for rows no ORM object of this transaction holds."""
+        return self.session.connection()
 
     def __enter__(self) -> UnitOfWork:
         self._session = self.deps.sessions()
