@@ -199,8 +199,8 @@ def _visible(uow: UnitOfWork, case: Case, officer: Officer) -> bool:
     if _is_participant(uow, case, officer.agency_code):
         return True
     if "supervisor" in officer.roles:
-        mine = uow.session.get(Agency, officer.agency_code)
-        owner = uow.session.get(Agency, case.owner_agency)
+        mine = uow.agency(officer.agency_code)
+        owner = uow.agency(case.owner_agency)
         if mine and owner:
             return _covers(mine, owner)
     return False
@@ -259,7 +259,7 @@ def _unresolved_evidence(uow: UnitOfWork, case: Case) -> tuple[str, ...]:
 
 
 def _agency(uow: UnitOfWork, code: str, *, kind: str | None = None, what: str = "agency") -> Agency:
-    agency = uow.session.get(Agency, code)
+    agency = uow.agency(code)
     if agency is None:
         raise InvalidInput(f"unknown {what} {code!r}")
     if kind and agency.kind != kind:
@@ -398,6 +398,7 @@ def open_case(
             payload=payload,
             before=[],
             after=conf,
+            changes={},
         )
         _apply_clocks(deps, uow, case, OPEN_CASE, [], conf, {}, {}, received)
         # Read the result inside the transaction: nothing may touch the database after the commit, so a
@@ -409,6 +410,12 @@ def open_case(
 
 
 # --- advance --------------------------------------------------------------------------------------
+
+#: The time of the case's last event that happened to it (the engine's own records do not count).
+_LAST_EFFECTIVE = select(func.max(CaseEvent.effective_at)).where(
+    CaseEvent.case_id == bindparam("case_id"),
+    CaseEvent.event.not_in(RECORD_EVENTS),  # type: ignore[attr-defined]
+)
 
 
 def advance_case(
@@ -448,12 +455,7 @@ def advance_case(
             raise err.bind(case_no=case_no, state=case.state, event=event) from None
         # Only what happened to the case bounds a new event's time; the engine's own records (a reminder
         # fired today) must not stop a handler from recording yesterday's decision.
-        last_effective = uow.session.execute(
-            select(func.max(CaseEvent.effective_at)).where(
-                CaseEvent.case_id == case.id,
-                CaseEvent.event.not_in(RECORD_EVENTS),  # type: ignore[attr-defined]
-            )
-        ).scalar_one()
+        last_effective = uow.conn.execute(_LAST_EFFECTIVE, {"case_id": case.id}).scalar_one()
         effective = _check_effective(deps, effective_at, last_effective, f"case {case_no}")
         receivers = _resolve_receivers(uow, event, payload, sender_agency)
         if "approved_by" in payload:
@@ -486,16 +488,19 @@ def advance_case(
         )
         for agency_code, role in receivers:
             uow.add_participant(case, agency_code, role, event, effective)
-        case.context = _updated_context(case.context, ctx, event, payload)
-        case.configuration, case.history = after, history_after
-        case.state, case.phase = leaf_state(after), phase_of(after, history_after)
-        case.outcome = ctx.outcome
-        case.version += 1
-        case.updated_at = now
+        changes: dict[str, Any] = dict(
+            context=_updated_context(case.context, ctx, event, payload),
+            configuration=after,
+            history=history_after,
+            state=leaf_state(after),
+            phase=phase_of(after, history_after),
+            outcome=ctx.outcome,
+            version=case.version + 1,
+            updated_at=now,
+        )
         if CLOSED in after:
-            case.closed_at = effective
-        # No flush here: the reads below do not depend on the case row, and ``_view`` flushes once, so the
-        # case's new state, version and last hash go out in one UPDATE instead of two.
+            changes["closed_at"] = effective
+        changes = {key: value for key, value in changes.items() if getattr(case, key) != value}
         if event == "transfer_to_police":
             # The package as sent (Decree 310 art. 6), on the hash-chained record: what the police received.
             payload["manifest"] = [
@@ -518,6 +523,7 @@ def advance_case(
             payload=payload,
             before=before,
             after=after,
+            changes=changes,
         )
         _enqueue_case_notices(deps, uow, case, record, officer)
         view = _view(deps, uow, case, deadlines)  # before the commit: see open_case
@@ -528,7 +534,7 @@ def advance_case(
 
 def _authorise(uow: UnitOfWork, case: Case, officer: Officer, event: str) -> Agency:
     """Agency kind, role and participation (DOMAIN.md "who may send what"); returns the sender's agency."""
-    agency = uow.session.get(Agency, officer.agency_code)
+    agency = uow.agency(officer.agency_code)
     assert agency is not None  # officers reference agencies by foreign key
     kind = SENDER_KIND[event]
     if agency.kind != kind:
@@ -761,7 +767,7 @@ def _extend(
         ).bind(case_no=case.case_no, state=case.state, event=event)
     approver_name = str(payload.get("approved_by", ""))
     approver = uow.officer(approver_name)
-    approver_agency = uow.session.get(Agency, approver.agency_code)
+    approver_agency = uow.agency(approver.agency_code)
     may_approve = (
         any(role in approver.roles for role in ext.approver_roles)
         and approver_agency is not None
@@ -807,26 +813,26 @@ def _extend(
 
 # --- outbox ---------------------------------------------------------------------------------------
 
+#: The liaison officers of some agencies, as plain rows with what a notice needs (built once: every
+#: transition runs it).
+_LIAISONS = (
+    select(Officer.username, Officer.display_name, Officer.email, Officer.channels)
+    .where(
+        Officer.agency_code.in_(bindparam("agencies", expanding=True)),  # type: ignore[attr-defined]
+        Officer.liaison.is_(True),  # type: ignore[attr-defined]
+        Officer.active.is_(True),  # type: ignore[attr-defined]
+    )
+    .order_by(Officer.username)
+)
+
 
 def _enqueue_case_notices(deps: Deps, uow: UnitOfWork, case: Case, record: CaseEvent, actor: Officer) -> None:
     """Tell the liaison officers of every other participating agency (信息通报), rendered now."""
     others = [code for code in uow.participants(case) if code != actor.agency_code]
-    recipients: list[Officer] = []
-    if others:
-        recipients = list(
-            uow.session.execute(
-                select(Officer)
-                .where(
-                    Officer.agency_code.in_(others),  # type: ignore[attr-defined]
-                    Officer.liaison.is_(True),  # type: ignore[attr-defined]
-                    Officer.active.is_(True),  # type: ignore[attr-defined]
-                )
-                .order_by(Officer.username)
-            ).scalars()
-        )
+    recipients = list(uow.conn.execute(_LIAISONS, {"agencies": others})) if others else []
     if not recipients and not deps.notifications.webhooks:
         return
-    actor_agency = uow.session.get(Agency, actor.agency_code)
+    actor_agency = uow.agency(actor.agency_code)
     phase = phase_of(case.configuration, case.history)
     enqueue(
         deps,
@@ -851,12 +857,18 @@ def _enqueue_case_notices(deps: Deps, uow: UnitOfWork, case: Case, record: CaseE
 
 # --- reads ----------------------------------------------------------------------------------------
 
+_PAUSE_LEDGER = (
+    select(DeadlinePause)
+    .where(DeadlinePause.deadline_id.in_(bindparam("ids", expanding=True)))  # type: ignore[attr-defined]
+    .order_by(DeadlinePause.id)
+)
+
 
 def _view(deps: Deps, uow: UnitOfWork, case: Case, deadlines: list[Deadline] | None = None) -> CaseView:
     """The case as shown to users; ``deadlines``: all of the case's, when the caller holds them already."""
     uow.session.flush()  # sessions do not autoflush: make this transaction's own writes visible to the reads
     now = deps.now()
-    owner = uow.session.get(Agency, case.owner_agency)
+    owner = uow.agency(case.owner_agency)
     participants = list(uow.participants(case))
     if deadlines is None:
         rows = list(uow.session.execute(_CASE_DEADLINES, {"case_id": case.id}).scalars())
@@ -864,11 +876,7 @@ def _view(deps: Deps, uow: UnitOfWork, case: Case, deadlines: list[Deadline] | N
         rows = sorted(deadlines, key=lambda r: (r.started_at, r.id or 0))  # new rows have their id: flushed above
     pauses: dict[int, list[dict[str, str]]] = {}
     if rows:
-        ledger = uow.session.execute(
-            select(DeadlinePause)
-            .where(DeadlinePause.deadline_id.in_([r.id for r in rows]))  # type: ignore[attr-defined]
-            .order_by(DeadlinePause.id)
-        ).scalars()
+        ledger = uow.conn.execute(_PAUSE_LEDGER, {"ids": [r.id for r in rows]})
         for entry in ledger:
             pauses.setdefault(entry.deadline_id, []).append(
                 {

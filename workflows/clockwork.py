@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import insert, select
+from sqlalchemy.orm.attributes import set_committed_value
 
 from models.tables import Agency, Case, CaseEvent, CaseParticipant, Deadline, FiredAlert, Officer, OutboxMessage
 from notifications.channels import valid_address
@@ -76,11 +78,15 @@ def append_event(
     payload: dict[str, Any],
     before: list[str],
     after: list[str],
+    changes: dict[str, Any],
 ) -> CaseEvent:
-    """Append one hash-chained row to the case's audit log; ``case.version`` must already be the new one.
+    """Append one hash-chained row to the case's audit log and write the case row: ``changes`` (which must
+    hold the new ``version``: event #n brings the case to version n) and the new last hash.
 
-    The row is inserted at once with one Core statement (the ORM's unit of work costs more than the row);
-    the returned record is not attached to the session."""
+    One Core INSERT and one Core UPDATE, sent at once (the ORM's unit of work costs several times the two
+    statements); the case object is updated as committed, the returned record is not in the session."""
+    for key, value in changes.items():
+        set_committed_value(case, key, value)
     values: dict[str, Any] = dict(
         event_id=str(uuid.uuid4()),
         case_id=case.id,
@@ -102,8 +108,8 @@ def append_event(
     )
     record = CaseEvent(**values)
     record.hash = values["hash"] = event_digest(case.case_no, record)
-    case.last_hash = record.hash
     uow.conn.execute(_INSERT_EVENT, values)
+    uow.write_case(case, {**changes, "last_hash": record.hash})
     return record
 
 
@@ -129,8 +135,6 @@ def record_fact(
 
     It still takes the next version: the case's record changed, and the chain stays one sequence.
     """
-    case.version += 1
-    case.updated_at = recorded
     conf = list(case.configuration)
     return append_event(
         uow,
@@ -144,6 +148,7 @@ def record_fact(
         payload=payload,
         before=conf,
         after=conf,
+        changes={"version": case.version + 1, "updated_at": recorded},
     )
 
 
@@ -198,11 +203,24 @@ def responsible_agency(uow: UnitOfWork, directory: Directory, case: Case, kind: 
     return found or directory.agencies[case.owner_agency]
 
 
+class Recipient(Protocol):
+    """What a notice needs of an officer: an ``Officer`` or a row with these columns."""
+
+    @property
+    def username(self) -> str: ...
+    @property
+    def display_name(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def channels(self) -> list[str]: ...
+
+
 def enqueue(
     deps: Deps,
     uow: UnitOfWork,
     case: Case | None,
-    recipients: list[Officer],
+    recipients: Sequence[Recipient],
     *,
     template: str,
     dedupe_prefix: str,

@@ -166,16 +166,12 @@ class _Directory:
         # Plain copies: no lazy loads after the session closes, and no ORM attribute cost per event.
         self.agencies = {code: _plain(a) for code, a in self.agencies.items()}
         self.officers = {name: _plain(o) for name, o in self.officers.items()}
-        self.session = self  # ``_extend`` calls ``uow.session.get(Agency, code)``
 
     def officer(self, username: str) -> Officer:
         officer = self.officers.get(username)
         if officer is None:
             raise UnknownActor(username)
         return officer
-
-    def get(self, model: Any, key: str) -> Any:
-        return (self.agencies if model is Agency else self.officers).get(key)
 
     def counterpart(self, sender: Agency, kind: str) -> Agency:
         """Like ``cases._counterpart``: the agency of ``kind`` in the sender's region at its level."""
