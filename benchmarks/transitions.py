@@ -6,8 +6,8 @@ database (see ``count_writes``): one ``case_events`` row (SHA-256 chained), one 
 updated_at, last_hash), and two ``outbox`` rows (the liaison notice by email and inbox), no deadline rows;
 ``statements_per_event`` counts what it sends. The raw side does the same with the bare driver, one
 transaction per event: lock the case (``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on
-PostgreSQL), the engine's reads (actor, participants, sender agency, last effective time, deadlines,
-recipients, owner, pause ledger), the chained event, the case update, the two outbox rows (same sizes as the
+PostgreSQL), the engine's reads (the actor with its agency, participants, last effective time,
+deadlines, recipients, owner, pause ledger), the chained event, the case update, the two outbox rows (same sizes as the
 engine's), commit. A second raw run does the lock and the writes only: the floor, reported beside.
 Runs are interleaved (engine, raw, floor, engine, ...) and the ratios are of the medians.
 """
@@ -103,8 +103,8 @@ def _template_rows(deps: Any) -> tuple[list[Any], list[Any]]:
 class RawDriver:
     """The same reads and writes as one engine transition, with the bare driver (sqlite3 or psycopg).
 
-    ``reads``: also run every read the engine needs for the transition (actor, participants, the sender's
-    agency, the last effective time, the case's deadlines, the notice's recipients, the owner's name, the
+    ``reads``: also run every read the engine needs for the transition (the actor with its agency,
+    participants, the last effective time, the case's deadlines, the notice's recipients, the owner's name, the
     pause ledger), as the engine's statement log shows them; without it only the lock and the writes (the
     physical floor of the writes alone)."""
 
@@ -147,9 +147,18 @@ class RawDriver:
         cur = self.conn.cursor()
         if self.sqlite:
             cur.execute("BEGIN IMMEDIATE")
-        lock = "" if self.sqlite else " FOR UPDATE"
-        cur.execute(f"SELECT id, version, configuration, last_hash FROM cases WHERE case_no = {p}{lock}", (case_no,))
-        case_id, version, configuration, prev = cur.fetchone()
+        lock = "" if self.sqlite else " FOR UPDATE OF cases"
+        if self.reads:  # the case with its owner agency (the view shows the owner's name), as the engine
+            cur.execute(
+                "SELECT cases.id, version, configuration, last_hash, agencies.* FROM cases"
+                f" JOIN agencies ON agencies.code = cases.owner_agency WHERE case_no = {p}{lock}",
+                (case_no,),
+            )
+        else:
+            cur.execute(
+                f"SELECT id, version, configuration, last_hash FROM cases WHERE case_no = {p}{lock}", (case_no,)
+            )
+        case_id, version, configuration, prev = cur.fetchone()[:4]
         deadline_ids: list[int] = []
         if self.reads:
             deadline_ids = self._reads(cur, case_id)
@@ -203,13 +212,10 @@ class RawDriver:
                 for channel, recipient, user, subject, text, html in self.outbox
             ],
         )
-        if self.reads:
-            cur.execute(f"SELECT * FROM agencies WHERE code = {p}", ("sm-amr",))  # the view's owner name
+        if self.reads and deadline_ids:
+            marks = ", ".join([p] * len(deadline_ids))
+            cur.execute(f"SELECT * FROM deadline_pauses WHERE deadline_id IN ({marks}) ORDER BY id", deadline_ids)
             cur.fetchall()
-            if deadline_ids:
-                marks = ", ".join([p] * len(deadline_ids))
-                cur.execute(f"SELECT * FROM deadline_pauses WHERE deadline_id IN ({marks}) ORDER BY id", deadline_ids)
-                cur.fetchall()
         if self.sqlite:
             cur.execute("COMMIT")
         else:
@@ -219,12 +225,13 @@ class RawDriver:
     def _reads(self, cur: Any, case_id: int) -> list[int]:
         """The engine's reads before its writes; returns the case's deadline ids (for the pause ledger)."""
         p = self.p
-        cur.execute(f"SELECT * FROM officers WHERE username = {p}", (ACTOR,))
+        cur.execute(  # the actor with its agency, in one query as the engine
+            f"SELECT * FROM officers JOIN agencies ON agencies.code = officers.agency_code WHERE username = {p}",
+            (ACTOR,),
+        )
         cur.fetchall()
         cur.execute(f"SELECT agency_code, role FROM case_participants WHERE case_id = {p} ORDER BY id", (case_id,))
         others = [code for code, _role in cur.fetchall() if code != "sm-psb"]
-        cur.execute(f"SELECT * FROM agencies WHERE code = {p}", ("sm-psb",))
-        cur.fetchall()
         marks = ", ".join([p] * len(self.record_events))
         cur.execute(
             f"SELECT max(effective_at) FROM case_events WHERE case_id = {p} AND event NOT IN ({marks})",

@@ -35,6 +35,14 @@ _OFFICER_WITH_AGENCY = (
     .join(Agency, Agency.code == Officer.agency_code)  # type: ignore[arg-type]
     .where(Officer.username == bindparam("username"))
 )
+#: A case with its owner agency (every view shows the owner's name; one round trip instead of two). The
+#: lock is on the case row only: locking the agency's row too would serialise all of its cases.
+_CASE = (
+    select(Case, Agency)
+    .join(Agency, Agency.code == Case.owner_agency)  # type: ignore[arg-type]
+    .where(Case.case_no == bindparam("case_no"))
+)
+_CASE_LOCKED = _CASE.with_for_update(of=Case)  # type: ignore[arg-type]
 _PARTICIPANTS = (
     select(CaseParticipant.agency_code, CaseParticipant.role)
     .where(CaseParticipant.case_id == bindparam("case_id"))
@@ -157,12 +165,12 @@ class UnitOfWork:
 
     def case(self, case_no: str, *, lock: bool = False) -> Case:
         """Load a case by number, locking its row for the rest of the transaction when ``lock``."""
-        stmt: Any = select(Case).where(Case.case_no == case_no)
-        if lock and not is_sqlite(self.deps.engine):
-            stmt = stmt.with_for_update()
-        case = self.session.execute(stmt).scalar_one_or_none()
-        if case is None:
+        stmt = _CASE_LOCKED if lock and not is_sqlite(self.deps.engine) else _CASE
+        found = self.session.execute(stmt, {"case_no": case_no}).first()
+        if found is None:
             raise CaseNotFound(case_no)
+        case, owner = found
+        self._agencies[owner.code] = owner
         if lock:
             self._forget_participants(case)
         return case
