@@ -48,7 +48,12 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Dep
     if not attachments.is_absolute():
         attachments = settings.config_path.parent / attachments
     return Deps(
-        engine=make_engine(database_url(settings), echo=settings.database.echo),
+        engine=make_engine(
+            database_url(settings),
+            echo=settings.database.echo,
+            pool_size=settings.database.pool_size,
+            max_overflow=settings.database.max_overflow,
+        ),
         calendar=build_calendar(settings),
         clock_rules=dict(settings.clocks),
         clock=clock,

@@ -84,6 +84,10 @@ class DatabaseSettings(_Section):
 
     url: str = Field(default="sqlite:///var/jointcase.db", min_length=1)
     echo: bool = False
+    # PostgreSQL connections kept open per process, and how many more it may open at a peak (closed again
+    # when returned). A pool smaller than the requests in flight opens and closes a connection per request.
+    pool_size: int = Field(default=20, ge=1, le=1000)
+    max_overflow: int = Field(default=10, ge=0, le=1000)
 
 
 class AgencyConfig(_Section):

@@ -38,8 +38,9 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create the engine for ``url``; a SQLite file's folder is created if missing."""
+def make_engine(url: str, *, echo: bool = False, pool_size: int = 20, max_overflow: int = 10) -> Engine:
+    """Create the engine for ``url``; a SQLite file's folder is created if missing. ``pool_size`` and
+    ``max_overflow``: PostgreSQL connections kept open, and opened beyond that at a peak."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -49,7 +50,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         engine = create_engine(url, echo=echo, connect_args={"timeout": 60})
         _configure_sqlite(engine)
         return engine
-    engine = create_engine(url, echo=echo)
+    engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow)
     _ping_after_idle(engine)
     return engine
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,3 +87,26 @@ def test_readers_run_without_a_transaction_and_writers_still_get_one(pg_deps: De
         raise RuntimeError("a failure after the write")
     with UnitOfWork(pg_deps, read_only=True) as uow:
         assert uow.session.get(Officer, "sm_amr_handler").display_name != "renamed"  # type: ignore[union-attr]
+
+
+def test_the_pool_holds_the_configured_connections_and_does_not_churn_under_load(pg_deps: Deps) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import event
+
+    assert pg_deps.engine.pool.size() == 20  # type: ignore[attr-defined]  # config.toml's [database] pool_size
+    opened: list[int] = []
+    event.listen(pg_deps.engine, "connect", lambda *_args: opened.append(1))
+
+    def reader(i: int) -> None:
+        for n in range(15):
+            with UnitOfWork(pg_deps, read_only=True) as uow:
+                uow.officer("sm_amr_handler")
+                uow.conn.execute(text("SELECT pg_sleep(0.002)"))
+            time.sleep(0.001 * ((i + n) % 5))  # the rest of a request: how many hold a connection varies
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        list(pool.map(reader, range(20)))
+    # 20 requests in flight fit the pool: each connection is opened once and kept (a pool of 5 + 10 overflow
+    # would close the extra ones on return and open new ones, hundreds of times over).
+    assert 0 < len(opened) <= 20
