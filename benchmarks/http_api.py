@@ -408,6 +408,16 @@ def rows_of(result: PhaseResult, workers: int, clients: int) -> list[Row]:
     return rows
 
 
+def _print_server_errors(servers: list[Server], lines: int = 60) -> None:
+    """Requests failed: show the servers' own account (their logs go with the temporary folder)."""
+    for server in servers:
+        text = server.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        first = next((i for i, line in enumerate(text) if "Traceback" in line or "ERROR" in line), None)
+        if first is not None:
+            print(f"--- {server.log.name} (port {server.port}), from its first error:", file=sys.stderr)
+            print("\n".join(text[first : first + lines]), file=sys.stderr)
+
+
 def bench_http(
     workers: int = 2,
     clients: int = 50,
@@ -441,6 +451,8 @@ def bench_http(
                 kinds=kinds,
             )
             results = run_load(spec)
+            if any(r.failures for r in results):
+                _print_server_errors(servers)
         finally:
             stop_servers(servers)
             pg_drop(DB_NAME)
