@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -206,7 +206,18 @@ def _visible(uow: UnitOfWork, case: Case, officer: Officer) -> bool:
     return False
 
 
-def _covers(supervising: Agency, owner: Agency) -> bool:
+class Jurisdiction(Protocol):
+    """What the access rule reads of an agency: an ``Agency`` or a row with these columns."""
+
+    @property
+    def region(self) -> str: ...
+    @property
+    def parent_region(self) -> str | None: ...
+    @property
+    def level(self) -> str: ...
+
+
+def _covers(supervising: Jurisdiction, owner: Jurisdiction) -> bool:
     """A supervisor's jurisdiction: its own region, the counties under its city, its whole province."""
     if supervising.region in (owner.region, owner.parent_region):
         return True

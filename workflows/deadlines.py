@@ -17,10 +17,10 @@ import re
 import time
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Select, bindparam, exists, or_, select, text, union
+from sqlalchemy import DateTime, Engine, Select, bindparam, exists, or_, select, text, type_coerce, union
 
 from models.db import is_sqlite
 from models.tables import ActionItem, Agency, Case, Deadline, FiredAlert, Supervision
@@ -386,8 +386,10 @@ _OPEN_DEADLINES: Select[Any] = (
         Deadline.rule,
         Deadline.label,
         Deadline.status,
-        Deadline.due_at,
-        Deadline.paused_at,
+        # The driver's own datetimes (naive UTC on SQLite): SQLModel's UTC type costs three Python calls per
+        # value, and the rows below share due times, so each distinct one is made aware once.
+        type_coerce(Deadline.due_at, DateTime()).label("due_at"),
+        type_coerce(Deadline.paused_at, DateTime()).label("paused_at"),
         Deadline.provisional,
         Deadline.responsible,
         Deadline.basis,
@@ -397,6 +399,11 @@ _OPEN_DEADLINES: Select[Any] = (
     .where(text("deadlines.status IN ('running', 'paused')"))
     .order_by(Deadline.due_at, Deadline.id)
 )
+
+
+def _utc(value: datetime) -> datetime:
+    """A stored time as aware UTC (SQLite gives it back without its offset)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def list_deadlines(
@@ -425,14 +432,14 @@ def list_deadlines(
     # Plain rows, not ORM objects: a list of hundreds costs what formatting them costs. Day-based deadlines end
     # at the end of a day, so neighbours in this due-date order often share a due time: format it once.
     rows = []
-    last: tuple[datetime, str, str] | None = None
-    for case_no, title, owner, state, rule, label, status, due_at, paused_at, provisional, kind, basis, agency in found:
+    last: tuple[datetime, datetime, str, str] | None = None
+    for case_no, title, owner, state, rule, label, status, stored, paused_at, provisional, kind, basis, agency in found:
+        if last is None or last[0] != stored:
+            due = _utc(stored)
+            last = (stored, due, local_iso(due), _remaining(due, now))
+        _stored, due_at, due_text, left = last
         if status == "paused" and paused_at:
-            due_text, left = local_iso(due_at), _remaining(due_at, paused_at)  # clock_left: frozen at the pause
-        else:
-            if last is None or last[0] != due_at:
-                last = (due_at, local_iso(due_at), _remaining(due_at, now))
-            _due, due_text, left = last
+            left = _remaining(due_at, _utc(paused_at))  # clock_left: frozen at the pause
         late = status == "running" and now > due_at
         rows.append(
             DeadlineRow(
