@@ -21,6 +21,7 @@ warnings.filterwarnings("ignore")
 PG_ADMIN_URL = os.environ.get("JOINTCASE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Several people benchmarking on one PostgreSQL server each give their own database name.
 PG_BENCH_DB = os.environ.get("JOINTCASE_BENCH_DB", "jointcase_bench")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -70,6 +71,13 @@ def machine() -> dict[str, str]:
         "postgresql": pg_version(),
         "os": platform.platform(),
     }
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, summed over its CPUs."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / CLK_TCK, sum(values[:8]) / CLK_TCK
 
 
 def pg_available() -> bool:

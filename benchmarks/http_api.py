@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import PG_BENCH_DB, Row, make_bench_deps, pg_drop, pg_recreate
+from benchmarks.common import CLK_TCK, PG_BENCH_DB, Row, machine_cpu, make_bench_deps, pg_drop, pg_recreate
 from deploy.processes import free_port, start, stop, wait_healthy
 
 DB_NAME = f"{PG_BENCH_DB}_http"
@@ -45,7 +45,6 @@ READER = "sm_amr_handler"
 SENDER = "sm_psb_handler"
 READ_TARGET_MS = 50.0
 EVENT_TARGET_MS = 100.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 JOINTCASE = str(Path(sys.executable).parent / "jointcase")
 
 
@@ -104,13 +103,6 @@ def process_cpu(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, summed over its CPUs."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) / CLK_TCK, sum(values[:8]) / CLK_TCK
 
 
 # --- the load generator (its own process) ----------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import os
 import tempfile
 import time
 import uuid
@@ -27,6 +28,7 @@ from typing import Any
 from benchmarks.common import (
     Row,
     deps_from_config,
+    machine_cpu,
     make_bench_deps,
     median,
     pg_drop,
@@ -355,13 +357,16 @@ def _worker(config: str, cases: list[str], n: int, start_iso: str, barrier: Any,
     deps = deps_from_config(Path(config), clock)
     run_engine(deps, clock, cases, 3)
     barrier.wait()
-    t0 = time.perf_counter()
+    t0, (busy0, _total) = time.perf_counter(), machine_cpu()
     run_engine(deps, clock, cases, n)
-    out.put((t0, time.perf_counter(), n))
+    busy1, _total = machine_cpu()
+    out.put((t0, time.perf_counter(), n, busy1 - busy0))
     deps.engine.dispose()
 
 
-def _parallel(config: Path, groups: list[list[str]], n: int, start: datetime) -> float:
+def _parallel(config: Path, groups: list[list[str]], n: int, start: datetime) -> tuple[float, float]:
+    """Aggregate transitions/s of one process per group, and the CPU cores the machine kept busy meanwhile
+    (as the first process saw it: all of them, PostgreSQL included)."""
     ctx = mp.get_context("fork")
     barrier, out = ctx.Barrier(len(groups)), ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(str(config), g, n, start.isoformat(), barrier, out)) for g in groups]
@@ -371,7 +376,8 @@ def _parallel(config: Path, groups: list[list[str]], n: int, start: datetime) ->
     for proc in procs:
         proc.join()
     total = sum(r[2] for r in results)
-    return total / (max(r[1] for r in results) - min(r[0] for r in results))
+    first = results[0]
+    return total / (max(r[1] for r in results) - min(r[0] for r in results)), first[3] / (first[1] - first[0])
 
 
 def bench_pg_scaling(quick: bool, procs: int = 8) -> list[Row]:
@@ -386,18 +392,30 @@ def bench_pg_scaling(quick: bool, procs: int = 8) -> list[Row]:
             cases = build_cases(deps, clock, workdir, procs * per)
             deps.engine.dispose()
             groups = [cases[i * per : (i + 1) * per] for i in range(procs)]
-            ones, manys = [], []
+            ones, manys, busy = [], [], []
             later = clock.now + timedelta(days=1)
             for k in range(rounds):
                 at = later + timedelta(hours=2 * k)
-                ones.append(_parallel(config, groups[:1], n, at))
-                manys.append(_parallel(config, groups, n, at + timedelta(hours=1)))
+                rate, cores = _parallel(config, groups[:1], n, at)
+                ones.append(rate)
+                busy.append(cores)
+                manys.append(_parallel(config, groups, n, at + timedelta(hours=1))[0])
         finally:
             pg_drop()
     one, many = median(ones), median(manys)
     factor = many / one
+    cpus = os.cpu_count() or 1
+    # One writer keeps `cores` busy (itself and its PostgreSQL backend); more writers cannot use more than all.
+    ceiling = cpus / median(busy)
     return [
         Row("transition postgres 1 process", one, "transitions/s", note=f"{rounds} runs x {n} events"),
         Row(f"transition postgres {procs} processes", many, "transitions/s", note="distinct cases, aggregate"),
         Row(f"pg_scaling_{procs}_vs_1", factor, "x", f">= {SCALING_TARGET}", factor >= SCALING_TARGET),
+        Row(
+            "pg_scaling ceiling on this machine",
+            ceiling,
+            "x",
+            note=f"{cpus} CPUs / {median(busy):.2f} cores one writer keeps busy (client + PostgreSQL); "
+            f"{procs} processes reach {factor / ceiling:.0%} of it",
+        ),
     ]
