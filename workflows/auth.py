@@ -17,7 +17,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from models.tables import AccessLog, ApiToken, Credential, LoginAttempt, Officer, WebSession
 from states.errors import DomainError, InvalidInput, PermissionDenied
@@ -235,18 +235,22 @@ def token_identity(deps: Deps, raw: str | None) -> Identity | None:
     """The officer a live bearer token acts as, or None (unknown, revoked, officer inactive)."""
     if not raw or not raw.startswith(TOKEN_PREFIX):
         return None
-    with UnitOfWork(deps) as uow:
+    # A reader's unit of work: no SQLite write lock and no BEGIN/ROLLBACK on PostgreSQL for every API request.
+    with UnitOfWork(deps, read_only=True) as uow:
         found = _with_officer(uow, ApiToken, ApiToken.token_hash == _sha(raw))
         if found is None:
             return None
         row, officer = found
         if row.revoked_at is not None or not officer.active:
             return None
-        now = deps.now()
-        if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
-            row.last_used_at = now  # at most once a minute: reads must not all become writes
+        identity, token_id, last_used = _identity(officer, "api"), row.id, row.last_used_at
+    now = deps.now()
+    if last_used is None or now - last_used > timedelta(minutes=1):
+        # At most once a minute, in a short write of its own: reads must not all become writes.
+        with UnitOfWork(deps) as uow:
+            uow.session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))  # type: ignore[arg-type]
             uow.commit()
-        return _identity(officer, "api")
+    return identity
 
 
 # --- the access log ------------------------------------------------------------------------------------------

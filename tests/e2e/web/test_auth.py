@@ -308,3 +308,28 @@ def test_cli_set_password_from_stdin(tmp_path: Path) -> None:
         assert identity.username == "sm_amr_handler" and identity.via == "web"
     finally:
         deps.engine.dispose()
+
+
+def test_an_api_request_does_not_wait_for_sqlites_write_lock(deps: Any, clock: FakeClock) -> None:
+    """Asking who calls is a read: it must not queue behind a writer (it took BEGIN IMMEDIATE before)."""
+    import sqlite3
+    import threading
+
+    token = create_token(deps, "sm_amr_handler", name="reader")["token"]
+    assert token_identity(deps, token) is not None  # records last_used_at (a write of its own)
+    first_use = list_tokens(deps, "sm_amr_handler")[0]["last_used_at"]
+    writer = sqlite3.connect(deps.engine.url.database, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process is writing (busy_timeout would make us wait 60 s)
+    answers: list[Any] = []
+    try:
+        reader = threading.Thread(target=lambda: answers.append(token_identity(deps, token)))
+        reader.start()
+        reader.join(timeout=15)
+        assert not reader.is_alive(), "token_identity waited for the write lock"
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert answers and answers[0] is not None and answers[0].username == "sm_amr_handler"
+    clock.advance(minutes=2)  # a minute later the token's last use is recorded again
+    assert token_identity(deps, token) is not None
+    assert list_tokens(deps, "sm_amr_handler")[0]["last_used_at"] != first_use
