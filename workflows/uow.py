@@ -114,8 +114,8 @@ class UnitOfWork:
     @property
     def conn(self) -> Connection:
         """The transaction's connection, for Core statements on the hot paths: rows and scalars without the
-        ORM's per-statement machinery (about a third of its cost). Writes sent here bypass the session, so
-        only use it for rows no ORM object of this transaction holds."""
+        ORM's per-statement machinery (about a third of its cost). Writes sent here bypass the session: use
+        it for rows no ORM object of this transaction holds, or keep the object in step (``write_case``)."""
         return self.session.connection()
 
     def __enter__(self) -> UnitOfWork:
