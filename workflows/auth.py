@@ -17,7 +17,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Row, delete, func, select, update
 
 from models.tables import AccessLog, ApiToken, Credential, LoginAttempt, Officer, WebSession
 from states.errors import DomainError, InvalidInput, PermissionDenied
@@ -79,7 +79,7 @@ class Identity:
         return out
 
 
-def _identity(officer: Officer, via: str, csrf: str = "") -> Identity:
+def _identity(officer: Officer | Row[Any], via: str, csrf: str = "") -> Identity:
     return Identity(officer.username, officer.display_name, officer.agency_code, list(officer.roles), via, csrf)
 
 
@@ -147,11 +147,14 @@ def sign_in(deps: Deps, username: str, password: str, *, client: str) -> tuple[s
         return raw, identity
 
 
-def _with_officer(uow: UnitOfWork, table: Any, where: Any) -> Any:
-    """The row of ``table`` (a session or token) matching ``where`` with its officer, or None: one query, since
-    every request asks first who is calling."""
-    return uow.session.execute(
-        select(table, Officer).join(Officer, Officer.username == table.username).where(where)  # type: ignore[arg-type]
+def _with_officer(uow: UnitOfWork, table: Any, where: Any) -> Row[Any] | None:
+    """The row of ``table`` (a session or token) matching ``where`` with its officer's name, agency, roles and
+    state, or None: one query, since every request asks first who is calling; plain columns, no ORM objects."""
+    officer = (Officer.display_name, Officer.agency_code, Officer.roles, Officer.active)
+    return uow.conn.execute(
+        select(*table.__table__.c, *officer)
+        .join(Officer, Officer.username == table.username)  # type: ignore[arg-type]
+        .where(where)
     ).one_or_none()
 
 
@@ -160,13 +163,10 @@ def session_identity(deps: Deps, raw: str | None) -> Identity | None:
     if not raw:
         return None
     with UnitOfWork(deps, read_only=True) as uow:
-        found = _with_officer(uow, WebSession, WebSession.token_hash == _sha(raw))
-        if found is None:
+        row = _with_officer(uow, WebSession, WebSession.token_hash == _sha(raw))
+        if row is None or row.expires_at <= deps.now() or not row.active:
             return None
-        row, officer = found
-        if row.expires_at <= deps.now() or not officer.active:
-            return None
-        return _identity(officer, "web", row.csrf_token)
+        return _identity(row, "web", row.csrf_token)
 
 
 def sign_out(deps: Deps, raw: str | None) -> None:
@@ -237,13 +237,10 @@ def token_identity(deps: Deps, raw: str | None) -> Identity | None:
         return None
     # A reader's unit of work: no SQLite write lock and no BEGIN/ROLLBACK on PostgreSQL for every API request.
     with UnitOfWork(deps, read_only=True) as uow:
-        found = _with_officer(uow, ApiToken, ApiToken.token_hash == _sha(raw))
-        if found is None:
+        row = _with_officer(uow, ApiToken, ApiToken.token_hash == _sha(raw))
+        if row is None or row.revoked_at is not None or not row.active:
             return None
-        row, officer = found
-        if row.revoked_at is not None or not officer.active:
-            return None
-        identity, token_id, last_used = _identity(officer, "api"), row.id, row.last_used_at
+        identity, token_id, last_used = _identity(row, "api"), row.id, row.last_used_at
     now = deps.now()
     if last_used is None or now - last_used > timedelta(minutes=1):
         # At most once a minute, in a short write of its own: reads must not all become writes.
