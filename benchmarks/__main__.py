@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from benchmarks.common import Row, machine, pg_available
+from benchmarks.common import Row, machine, pg_available, settle
 
 
 def _benches(quick: bool) -> dict[str, tuple[bool, Callable[[], list[Row]]]]:
@@ -63,12 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         if needs_pg and not pg:
             rows.append(Row(name, None, "", note="skipped: PostgreSQL not reachable"))
             continue
+        waited = settle()  # one benchmark's after-effects (checkpoints, deleted files) must not slow the next
         t0 = time.perf_counter()
         try:
             rows.extend(bench())
         except Exception as err:
             rows.append(Row(name, None, "", note=f"FAILED: {type(err).__name__}: {err}"))
-        print(f"  ({name}: {time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+        print(f"  ({name}: {time.perf_counter() - t0:.1f} s, after {waited:.1f} s settling)", file=sys.stderr)
     print()
     print(f"{'figure':40} {'value':>12} {'unit':16} {'target':12} {'met':5} note")
     print("-" * 110)

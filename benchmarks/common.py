@@ -7,6 +7,7 @@ import platform
 import sqlite3
 import statistics
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,27 @@ def machine_cpu() -> tuple[float, float]:
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
     return (sum(values[:8]) - idle) / CLK_TCK, sum(values[:8]) / CLK_TCK
+
+
+def settle(limit: float = 20.0, quiet: float = 0.25) -> float:
+    """Let the previous benchmark's after-effects pass before the next one starts: PostgreSQL writes out what a
+    loaded and dropped database left (CHECKPOINT), then wait until the machine is under ``quiet`` busy over half
+    a second, at most ``limit`` seconds. Returns the seconds waited."""
+    started = time.perf_counter()
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+    except Exception:  # no server, or not allowed: the wait below still applies
+        pass
+    while time.perf_counter() - started < limit:
+        busy0, total0 = machine_cpu()
+        time.sleep(0.5)
+        busy1, total1 = machine_cpu()
+        if total1 > total0 and (busy1 - busy0) / (total1 - total0) < quiet:
+            break
+    return time.perf_counter() - started
 
 
 def pg_available() -> bool:
