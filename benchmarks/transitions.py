@@ -215,8 +215,11 @@ class RawDriver:
             ],
         )
         if self.reads and deadline_ids:
-            marks = ", ".join([p] * len(deadline_ids))
-            cur.execute(f"SELECT * FROM deadline_pauses WHERE deadline_id IN ({marks}) ORDER BY id", deadline_ids)
+            cur.execute(
+                "SELECT * FROM deadline_pauses WHERE deadline_id IN"
+                f" (SELECT id FROM deadlines WHERE case_id = {p}) ORDER BY id",
+                (case_id,),
+            )
             cur.fetchall()
         if self.sqlite:
             cur.execute("COMMIT")
@@ -233,19 +236,19 @@ class RawDriver:
         )
         cur.fetchall()
         cur.execute(f"SELECT agency_code, role FROM case_participants WHERE case_id = {p} ORDER BY id", (case_id,))
-        others = [code for code, _role in cur.fetchall() if code != "sm-psb"]
-        marks = ", ".join([p] * len(self.record_events))
+        cur.fetchall()
+        listed = ", ".join(f"'{event}'" for event in self.record_events)  # as the engine: written into the SQL
         cur.execute(
-            f"SELECT max(effective_at) FROM case_events WHERE case_id = {p} AND event NOT IN ({marks})",
-            (case_id, *self.record_events),
+            f"SELECT max(effective_at) FROM case_events WHERE case_id = {p} AND event NOT IN ({listed})", (case_id,)
         )
         cur.fetchall()
         cur.execute(f"SELECT * FROM deadlines WHERE case_id = {p} ORDER BY started_at, id", (case_id,))
         ids = [row[0] for row in cur.fetchall()]
         cur.execute(  # the notice's recipients: liaison officers of the other participating agencies
-            f"SELECT * FROM officers WHERE agency_code IN ({', '.join([p] * len(others))}) AND liaison AND active"
-            " ORDER BY username",
-            others,
+            "SELECT username, display_name, email, channels FROM officers WHERE agency_code IN"
+            f" (SELECT agency_code FROM case_participants WHERE case_id = {p}) AND agency_code != {p}"
+            " AND liaison AND active ORDER BY username",
+            (case_id, "sm-psb"),
         )
         cur.fetchall()
         return ids

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,11 +13,35 @@ from models.tables import CaseEvent
 GENESIS = ""  # prev_hash of a case's first event
 
 
+@dataclass(slots=True)
+class EventRecord:
+    """An audit row as written (the columns of ``case_events`` but its id): a plain object, since building
+    an ORM object costs more than inserting the row."""
+
+    event_id: str
+    case_id: int | None
+    seq: int
+    event: str
+    actor: str
+    actor_agency: str
+    effective_at: datetime
+    recorded_at: datetime
+    note: str
+    payload: dict[str, Any]
+    from_configuration: list[str]
+    to_configuration: list[str]
+    from_state: str
+    to_state: str
+    version: int
+    prev_hash: str
+    hash: str = ""
+
+
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def event_digest(case_no: str, event: CaseEvent) -> str:
+def event_digest(case_no: str, event: CaseEvent | EventRecord) -> str:
     """SHA-256 over the canonical JSON of everything the event records, including ``prev_hash``."""
     body: dict[str, Any] = {
         "case_no": case_no,

@@ -20,7 +20,7 @@ from notifications.channels import valid_address
 from notifications.render import render
 from states.calendar import SHANGHAI
 from states.clocks import alert_schedule, next_alert, parse_duration
-from workflows.audit import GENESIS, event_digest
+from workflows.audit import GENESIS, EventRecord, event_digest
 from workflows.uow import Deps, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def append_event(
     before: list[str],
     after: list[str],
     changes: dict[str, Any],
-) -> CaseEvent:
+) -> EventRecord:
     """Append one hash-chained row to the case's audit log and write the case row: ``changes`` (which must
     hold the new ``version``: event #n brings the case to version n) and the new last hash.
 
@@ -87,7 +87,7 @@ def append_event(
     statements); the case object is updated as committed, the returned record is not in the session."""
     for key, value in changes.items():
         set_committed_value(case, key, value)
-    values: dict[str, Any] = dict(
+    record = EventRecord(
         event_id=str(uuid.uuid4()),
         case_id=case.id,
         seq=case.version,  # version n is reached by event #n: the chain and the version advance together
@@ -104,11 +104,9 @@ def append_event(
         to_state=_leaf(after),
         version=case.version,
         prev_hash=case.last_hash or GENESIS,
-        hash="",
     )
-    record = CaseEvent(**values)
-    record.hash = values["hash"] = event_digest(case.case_no, record)
-    uow.conn.execute(_INSERT_EVENT, values)
+    record.hash = event_digest(case.case_no, record)
+    uow.conn.execute(_INSERT_EVENT, {name: getattr(record, name) for name in EventRecord.__slots__})
     uow.write_case(case, {**changes, "last_hash": record.hash})
     return record
 
@@ -130,7 +128,7 @@ def record_fact(
     recorded: datetime,
     payload: dict[str, Any],
     note: str = "",
-) -> CaseEvent:
+) -> EventRecord:
     """Record a fact that does not move the case (a reminder, a miss, a supervision step) on its log.
 
     It still takes the next version: the case's record changed, and the chain stays one sequence.

@@ -65,7 +65,7 @@ from states.lifecycle import (
     new_chart,
     phase_of,
 )
-from workflows.audit import GENESIS, event_digest
+from workflows.audit import GENESIS, EventRecord, event_digest
 from workflows.cases import (  # the live transition's own clock and context helpers: one set of rules
     _check_effective,
     _due_from_nominal,
@@ -810,7 +810,7 @@ class _LineBuilder:
         prev_hash: str,
     ) -> str:
         seq = len(rows) + 1
-        row = SimpleNamespace(  # the fields event_digest reads, without the cost of an ORM object
+        row = EventRecord(
             event_id=_event_id(),
             case_id=None,
             seq=seq,
@@ -827,9 +827,8 @@ class _LineBuilder:
             to_state=_leaf(tuple(after)),
             version=seq,
             prev_hash=prev_hash,
-            hash="",
         )
-        row.hash = event_digest(case_no, row)  # type: ignore[arg-type]  # the same digest as append_event
+        row.hash = event_digest(case_no, row)  # the same digest as append_event
         events = self.tables.events
         rows.append(events.encode(events.values(row)))
         return str(row.hash)

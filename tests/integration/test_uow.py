@@ -5,29 +5,44 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event
 
+from models.db import SQLITE_BEGIN
 from tests.conftest import CaseBuilder
 from workflows.uow import UnitOfWork
 
 
 def test_a_transition_is_exactly_one_write_transaction(builder: CaseBuilder) -> None:
     view = builder.to_state("verifying")
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
-        if statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
-            statements.append(statement)
-
-    event.listen(builder.deps.engine, "before_cursor_execute", record)
+    begins: list[str] = []
     commits: list[str] = []
-    event.listen(builder.deps.engine, "commit", lambda conn: commits.append("COMMIT"))
+    engine = builder.deps.engine
+
+    def begin(conn) -> None:  # type: ignore[no-untyped-def]
+        begins.append(conn.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE"))
+
+    event.listen(engine, "begin", begin)
+    event.listen(engine, "commit", lambda conn: commits.append("COMMIT"))
     try:
         builder.send(view.case_no, "file_case")
     finally:
-        event.remove(builder.deps.engine, "before_cursor_execute", record)
+        event.remove(engine, "begin", begin)
     # Regression: reading the result after the commit re-took SQLite's write lock (BEGIN IMMEDIATE), so a
     # committed transition could still fail with "database is locked" and be retried twice by a client.
-    assert statements == ["BEGIN IMMEDIATE"], statements
+    assert begins == ["IMMEDIATE"], begins
     assert commits == ["COMMIT"]
+
+
+def test_sqlite_transactions_begin_as_their_unit_of_work_asks(builder: CaseBuilder) -> None:
+    """What SQLite itself executes (its trace), not what SQLAlchemy sends: the BEGIN goes to the driver."""
+    seen: list[str] = []
+    with builder.deps.engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        driver.set_trace_callback(seen.append)
+        try:
+            conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"}).begin().rollback()
+            conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}).begin().rollback()
+        finally:
+            driver.set_trace_callback(None)
+    assert [s for s in seen if s.startswith("BEGIN")] == ["BEGIN DEFERRED", "BEGIN IMMEDIATE"], seen
 
 
 def test_the_session_is_closed_for_business_after_commit(builder: CaseBuilder) -> None:
