@@ -195,7 +195,7 @@ class Raw:
         from models.tables import Agency
         from workflows.bulletins import _STAGE_ENDS, _STAGE_EVENTS
         from workflows.cases import _covers
-        from workflows.deadlines import _compiled_probe
+        from workflows.deadlines import _PROBE
         from workflows.uow import UnitOfWork
 
         url = deps.engine.url
@@ -222,9 +222,9 @@ class Raw:
         self.dashboard_sql = [q.format(p=p, visible=visible, responsible=RESPONSIBLE, **quoted) for q in DASHBOARD_SQL]
         self.dashboard_params: list[tuple[Any, ...]] = [(), (self.now,), (), (), (self.start, self.now, self.now)]
         self.overdue_sql = OVERDUE_SQL.format(p=p, visible=visible, responsible=RESPONSIBLE)
-        probe = _compiled_probe(deps.engine)
+        probe = _PROBE.plan(deps.engine.dialect)  # the engine's SQL and parameters, as its driver takes them
         self.probe_sql = probe.sql
-        self.probe_params: Any = (self.now,) * probe.positions if probe.positions is not None else {"now": NOW}
+        self.probe_params: Any = probe.args({"now": NOW})
 
     def _run(self, statements: list[tuple[str, Any]]) -> int:
         cur = self.conn.cursor()

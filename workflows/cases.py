@@ -18,12 +18,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Row, bindparam, func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from statemachine.exceptions import TransitionNotAllowed
 
+from models import statements
 from models.db import is_sqlite, sql_literals
+from models.statements import Prepared
 from models.tables import (
     Agency,
     Attachment,
@@ -162,8 +164,11 @@ class AuditReport:
 
 # --- helpers --------------------------------------------------------------------------------------
 
+#: A deadline as a plain row (an SQLAlchemy ``Row`` or a prepared statement's named tuple): its columns by name.
+DeadlineRow = Any
 
-def clock_left(row: Deadline | Row[Any], now: datetime) -> str:
+
+def clock_left(row: Deadline | DeadlineRow, now: datetime) -> str:
     """Time left on a deadline's clock: frozen at the pause for a paused one (its due time moves on resume)."""
     return _remaining(row.due_at, row.paused_at if row.status == "paused" and row.paused_at else now)
 
@@ -424,10 +429,12 @@ def open_case(
 # --- advance --------------------------------------------------------------------------------------
 
 #: The time of the case's last event that happened to it (the engine's own records do not count).
-_LAST_EFFECTIVE = select(func.max(CaseEvent.effective_at)).where(
-    CaseEvent.case_id == bindparam("case_id"),
-    # Written into the SQL (fixed identifiers): a bound list is expanded again on every execution.
-    CaseEvent.event.not_in(sql_literals(RECORD_EVENTS)),  # type: ignore[attr-defined]
+_LAST_EFFECTIVE = Prepared(
+    select(func.max(CaseEvent.effective_at)).where(
+        CaseEvent.case_id == bindparam("case_id"),
+        # Written into the SQL (fixed identifiers): a bound list is expanded again on every execution.
+        CaseEvent.event.not_in(sql_literals(RECORD_EVENTS)),  # type: ignore[attr-defined]
+    )
 )
 
 
@@ -468,7 +475,7 @@ def advance_case(
             raise err.bind(case_no=case_no, state=case.state, event=event) from None
         # Only what happened to the case bounds a new event's time; the engine's own records (a reminder
         # fired today) must not stop a handler from recording yesterday's decision.
-        last_effective = uow.conn.execute(_LAST_EFFECTIVE, {"case_id": case.id}).scalar_one()
+        last_effective = statements.scalar(uow.conn, _LAST_EFFECTIVE, {"case_id": case.id})
         effective = _check_effective(deps, effective_at, last_effective, f"case {case_no}")
         receivers = _resolve_receivers(uow, event, payload, sender_agency)
         if "approved_by" in payload:
@@ -614,7 +621,7 @@ _CASE_DEADLINES = (
     select(Deadline).where(Deadline.case_id == bindparam("case_id")).order_by(Deadline.started_at, Deadline.id)
 )
 #: The same, as plain rows (the view reads them; ORM objects cost more than the rows).
-_CASE_DEADLINE_ROWS = _CASE_DEADLINES.with_only_columns(*Deadline.__table__.c)  # type: ignore[attr-defined]
+_CASE_DEADLINE_ROWS = Prepared(_CASE_DEADLINES.with_only_columns(*Deadline.__table__.c))  # type: ignore[attr-defined]
 
 
 def _apply_clocks(
@@ -630,7 +637,7 @@ def _apply_clocks(
     *,
     payload: Mapping[str, Any] | None = None,
     sender: Agency | None = None,
-) -> list[Deadline] | list[Row[Any]]:
+) -> list[Deadline] | list[DeadlineRow]:
     """Start, stop, pause, resume and extend the case's deadlines as the rules say for this transition.
 
     Pauses are kept in a ledger (``deadline_pauses``); extensions in the deadline's own ledger with
@@ -640,7 +647,7 @@ def _apply_clocks(
     """
     # Plain rows first: most transitions touch no clock, and then ORM objects would only cost (about a
     # tenth of a transition on SQLite). Under the case's lock, so the objects read below are the same rows.
-    shown = list(uow.conn.execute(_CASE_DEADLINE_ROWS, {"case_id": case.id}))
+    shown = statements.rows(uow.conn, _CASE_DEADLINE_ROWS, {"case_id": case.id})
     actions = plan_clock_actions(
         deps.clock_rules,
         event,
@@ -837,7 +844,7 @@ def _extend(
 #: The liaison officers of a case's participating agencies but the sender's, as plain rows with what a
 #: notice needs (built once: every transition runs it; a subquery, not a bound list that is expanded again
 #: on every execution).
-_LIAISONS = (
+_LIAISONS = Prepared(
     select(Officer.username, Officer.display_name, Officer.email, Officer.channels)
     .where(
         Officer.agency_code.in_(  # type: ignore[attr-defined]
@@ -855,7 +862,7 @@ def _enqueue_case_notices(deps: Deps, uow: UnitOfWork, case: Case, record: Event
     """Tell the liaison officers of every other participating agency (信息通报), rendered now."""
     others = [code for code in uow.participants(case) if code != actor.agency_code]
     recipients = (
-        list(uow.conn.execute(_LIAISONS, {"case_id": case.id, "sender": actor.agency_code})) if others else []
+        statements.rows(uow.conn, _LIAISONS, {"case_id": case.id, "sender": actor.agency_code}) if others else []
     )
     if not recipients and not deps.notifications.webhooks:
         return
@@ -885,8 +892,8 @@ def _enqueue_case_notices(deps: Deps, uow: UnitOfWork, case: Case, record: Event
 # --- reads ----------------------------------------------------------------------------------------
 
 #: The pause ledger of all of a case's deadlines.
-_PAUSE_LEDGER = (
-    select(DeadlinePause)
+_PAUSE_LEDGER = Prepared(
+    select(*DeadlinePause.__table__.c)  # type: ignore[attr-defined]
     .where(
         DeadlinePause.deadline_id.in_(  # type: ignore[attr-defined]
             select(Deadline.id).where(Deadline.case_id == bindparam("case_id"))
@@ -897,21 +904,21 @@ _PAUSE_LEDGER = (
 
 
 def _view(
-    deps: Deps, uow: UnitOfWork, case: Case, deadlines: list[Deadline] | list[Row[Any]] | None = None
+    deps: Deps, uow: UnitOfWork, case: Case, deadlines: list[Deadline] | list[DeadlineRow] | None = None
 ) -> CaseView:
     """The case as shown to users; ``deadlines``: all of the case's, when the caller holds them already."""
     uow.session.flush()  # sessions do not autoflush: make this transaction's own writes visible to the reads
     now = deps.now()
     owner = uow.agency(case.owner_agency)
     participants = list(uow.participants(case))
-    rows: list[Deadline] | list[Row[Any]]
+    rows: list[Deadline] | list[DeadlineRow]
     if deadlines is None:
-        rows = list(uow.conn.execute(_CASE_DEADLINE_ROWS, {"case_id": case.id}))  # to show, not to change
+        rows = statements.rows(uow.conn, _CASE_DEADLINE_ROWS, {"case_id": case.id})  # to show, not to change
     else:
         rows = sorted(deadlines, key=lambda r: (r.started_at, r.id or 0))  # new rows have their id: flushed above
     pauses: dict[int, list[dict[str, str]]] = {}
     if rows:
-        ledger = uow.conn.execute(_PAUSE_LEDGER, {"case_id": case.id})
+        ledger = statements.rows(uow.conn, _PAUSE_LEDGER, {"case_id": case.id})
         for entry in ledger:
             pauses.setdefault(entry.deadline_id, []).append(
                 {

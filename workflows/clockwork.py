@@ -15,6 +15,8 @@ from typing import Any, Protocol
 from sqlalchemy import insert, select
 from sqlalchemy.orm.attributes import set_committed_value
 
+from models import statements
+from models.statements import Prepared
 from models.tables import Agency, Case, CaseEvent, CaseParticipant, Deadline, FiredAlert, Officer, OutboxMessage
 from notifications.channels import valid_address
 from notifications.render import render
@@ -27,8 +29,8 @@ log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "system"  # the actor of audit records the engine writes by itself (reminders, misses)
 
-_INSERT_EVENT = insert(CaseEvent)
-_INSERT_OUTBOX = insert(OutboxMessage)
+_INSERT_EVENT = Prepared(insert(CaseEvent))
+_INSERT_OUTBOX = Prepared(insert(OutboxMessage))
 
 
 def local_iso(value: datetime | None) -> str:
@@ -106,7 +108,7 @@ def append_event(
         prev_hash=case.last_hash or GENESIS,
     )
     record.hash = event_digest(case.case_no, record)
-    uow.conn.execute(_INSERT_EVENT, {name: getattr(record, name) for name in EventRecord.__slots__})
+    statements.write(uow.conn, _INSERT_EVENT, {name: getattr(record, name) for name in EventRecord.__slots__})
     uow.write_case(case, {**changes, "last_hash": record.hash})
     return record
 
@@ -264,7 +266,7 @@ def enqueue(
     rows += _webhook_rows(deps, uow, case, template, dedupe_prefix, at, queued, variables, agencies)
     if rows:
         # One multi-row INSERT in the caller's transaction; ORM objects would cost more than the rendering.
-        uow.conn.execute(_INSERT_OUTBOX, rows)
+        statements.write(uow.conn, _INSERT_OUTBOX, rows)
     return len(addressed)
 
 

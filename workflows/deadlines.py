@@ -15,14 +15,15 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, Select, bindparam, exists, or_, select, text, type_coerce, union
+from sqlalchemy import DateTime, Select, bindparam, exists, or_, select, text, type_coerce, union
 
 from models.db import is_sqlite
+from models.statements import Prepared
 from models.tables import ActionItem, Agency, Case, Deadline, FiredAlert, Supervision
 from states.clocks import AUTO_LIST, MISSED, alert_schedule, alerts_to_fire, parse_duration
 from states.errors import InvalidInput
@@ -55,17 +56,19 @@ _OPEN_ACTION = text("action_items.state = 'open'")
 _NOW = bindparam("now", type_=Deadline.__table__.c.due_at.type)  # type: ignore[attr-defined]
 #: Is anything due? (cases with a due alert or listing, overdue action items): one read before any write
 #: transaction, so an idle sweep — nearly every run at scale — takes no write lock and loads no objects.
-_PROBE: Select[Any] = select(
-    or_(
-        exists().where(_RUNNING_WITH_ALERT, Deadline.next_alert_at <= _NOW),  # type: ignore[operator]
-        exists().where(_OPEN_LISTING, Supervision.next_check_at <= _NOW),  # type: ignore[operator]
-    ),
-    # The condition of workflows.meetings.fire_overdue_action_items, which does the work.
-    exists().where(
-        _OPEN_ACTION,
-        ActionItem.due_at < _NOW,  # type: ignore[operator]
-        or_(ActionItem.escalated_for.is_(None), ActionItem.escalated_for != ActionItem.due_at),  # type: ignore[union-attr]
-    ),
+_PROBE = Prepared(
+    select(
+        or_(
+            exists().where(_RUNNING_WITH_ALERT, Deadline.next_alert_at <= _NOW),  # type: ignore[operator]
+            exists().where(_OPEN_LISTING, Supervision.next_check_at <= _NOW),  # type: ignore[operator]
+        ),
+        # The condition of workflows.meetings.fire_overdue_action_items, which does the work.
+        exists().where(
+            _OPEN_ACTION,
+            ActionItem.due_at < _NOW,  # type: ignore[operator]
+            or_(ActionItem.escalated_for.is_(None), ActionItem.escalated_for != ActionItem.due_at),  # type: ignore[union-attr]
+        ),
+    )
 )
 
 
@@ -107,29 +110,6 @@ def _claim(uow: UnitOfWork, now: datetime, batch_size: int) -> list[Case]:
     return list(uow.session.execute(stmt).scalars())
 
 
-@dataclass(frozen=True)
-class _CompiledProbe:
-    """``_PROBE`` compiled for one dialect, with how to pass ``now`` to its driver."""
-
-    sql: str
-    positions: int | None  # positional parameters (SQLite's qmark style); None: named (psycopg)
-    bind: Callable[[Any], Any] | None  # the column type's conversion of ``now`` for this driver
-
-
-_compiled_probes: dict[str, _CompiledProbe] = {}
-
-
-def _compiled_probe(engine: Engine) -> _CompiledProbe:
-    dialect = engine.dialect
-    probe = _compiled_probes.get(dialect.name)
-    if probe is None:
-        compiled = _PROBE.compile(dialect=dialect)
-        positions = len(compiled.positiontup or ()) if compiled.positional else None
-        bind = _NOW.type.dialect_impl(dialect).bind_processor(dialect)
-        probe = _compiled_probes[dialect.name] = _CompiledProbe(str(compiled), positions, bind)
-    return probe
-
-
 def _due_work(deps: Deps, now: datetime) -> tuple[bool, bool]:
     """(any case to claim, any overdue action item) at ``now``: one read on a pooled driver connection.
 
@@ -137,17 +117,17 @@ def _due_work(deps: Deps, now: datetime) -> tuple[bool, bool]:
     bare query costs (its SQL is compiled once per dialect). Finding work here and none in the claim (another
     sweeper was faster) is harmless; work that falls due after this read is the next run's.
     """
-    probe = _compiled_probe(deps.engine)
-    value = probe.bind(now) if probe.bind else now
+    probe = _PROBE.plan(deps.engine.dialect)
+    args = probe.args({"now": now})
     conn = deps.engine.raw_connection()
     try:
         cursor = conn.cursor()
-        if probe.positions is None:
+        if probe.positional:
+            cursor.execute(probe.sql, args)  # SQLite: autocommit read (models.db)
+        else:
             # psycopg prepares a statement run five times on a connection; PostgreSQL may then plan it once for
             # any ``now`` and scan instead of using the partial indexes (7 ms instead of 0.2 ms at 100k cases).
-            cursor.execute(probe.sql, {"now": value}, prepare=False)
-        else:
-            cursor.execute(probe.sql, (value,) * probe.positions)  # SQLite: autocommit read (models.db)
+            cursor.execute(probe.sql, args, prepare=False)
         cases_due, actions_due = cursor.fetchone()
         cursor.close()
     finally:

@@ -20,7 +20,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session
 
+from models import statements
 from models.db import SQLITE_BEGIN, is_sqlite, session_factory
+from models.statements import Prepared
 from models.tables import Agency, Case, CaseParticipant, Officer
 from notifications.bulletins import BulletinSettings
 from notifications.config import NotificationSettings
@@ -43,14 +45,14 @@ _CASE = (
     .where(Case.case_no == bindparam("case_no"))
 )
 _CASE_LOCKED = _CASE.with_for_update(of=Case)  # type: ignore[arg-type]
-_PARTICIPANTS = (
+_PARTICIPANTS = Prepared(
     select(CaseParticipant.agency_code, CaseParticipant.role)
     .where(CaseParticipant.case_id == bindparam("case_id"))
     .order_by(CaseParticipant.id)
 )
 
 #: Prebuilt UPDATEs of the case row, per set of columns written (a handful exist).
-_CASE_UPDATES: dict[tuple[str, ...], Any] = {}
+_CASE_UPDATES: dict[tuple[str, ...], Prepared] = {}
 
 
 def utc_now() -> datetime:
@@ -189,7 +191,7 @@ class UnitOfWork:
         cache: dict[int, dict[str, str]] = self.session.info.setdefault("case_participants", {})
         found = cache.get(case.id or 0)
         if found is None:
-            rows = self.conn.execute(_PARTICIPANTS, {"case_id": case.id}).all()
+            rows = statements.rows(self.conn, _PARTICIPANTS, {"case_id": case.id})
             found = cache[case.id or 0] = {code: role for code, role in rows}
         return found
 
@@ -211,12 +213,12 @@ class UnitOfWork:
         stmt = _CASE_UPDATES.get(columns)
         if stmt is None:
             table = Case.__table__  # type: ignore[attr-defined]
-            stmt = _CASE_UPDATES[columns] = (
+            stmt = _CASE_UPDATES[columns] = Prepared(
                 update(table)
                 .where(table.c.id == bindparam("case_id_"))
                 .values({name: bindparam(f"{name}_") for name in columns})
             )
-        self.conn.execute(stmt, {"case_id_": case.id, **{f"{name}_": values[name] for name in columns}})
+        statements.write(self.conn, stmt, {"case_id_": case.id, **{f"{name}_": values[name] for name in columns}})
         for key, value in values.items():
             set_committed_value(case, key, value)
 
