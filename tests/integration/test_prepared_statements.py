@@ -11,8 +11,10 @@ from sqlalchemy import bindparam, event, insert, select, text
 from models import statements
 from models.statements import Prepared
 from models.tables import Case, CaseEvent, Deadline, OutboxMessage
+from notifications.render import Rendered
 from tests.conftest import CaseBuilder, FakeClock, make_deps
 from workflows import cases as case_use
+from workflows.clockwork import _outbox_row
 from workflows.uow import _PARTICIPANTS, Deps, UnitOfWork
 
 
@@ -62,26 +64,9 @@ def test_rows_are_what_sqlalchemy_returns(
 
 def test_writes_store_what_sqlalchemy_stores(any_deps: Deps) -> None:
     now = datetime(2026, 3, 4, 2, 0, tzinfo=UTC)
-    row: dict[str, Any] = dict(
-        case_id=None,
-        kind="probe",
-        channel="email",
-        recipient="a@example.org",
-        recipient_user=None,  # NULL, not the string 'None'
-        subject="主题",
-        body="正文",
-        body_html="",
-        ics="",
-        template="probe",
-        template_version="v",
-        lang="zh",
-        status="pending",
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-        last_error="",
-        claimed_by="",
-    )
+    rendered = Rendered("probe", "v", "zh", "主题", "正文")
+    # recipient_user None: NULL, not the string 'None'
+    row = _outbox_row(None, "probe", "email", "", "a@example.org", None, rendered, now)
     with UnitOfWork(any_deps) as uow:
         uow.conn.execute(insert(OutboxMessage), [{**row, "dedupe_key": "orm"}])
         statements.write(uow.conn, Prepared(insert(OutboxMessage)), [{**row, "dedupe_key": "driver"}])
