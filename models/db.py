@@ -22,6 +22,8 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
+from models.statements import driver_error
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -117,7 +119,11 @@ def _configure_sqlite(engine: Engine) -> None:
         mode = conn.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
         # On the driver's connection: a statement through SQLAlchemy costs ~10x the BEGIN itself, and every
         # unit of work on SQLite starts here. (SQLAlchemy's echo does not show it; it shows the others.)
-        conn.connection.driver_connection.execute(f"BEGIN {mode}")
+        statement = f"BEGIN {mode}"
+        try:
+            conn.connection.driver_connection.execute(statement)
+        except Exception as err:  # e.g. still locked after busy_timeout: the caller sees SQLAlchemy's error
+            raise driver_error(conn, statement, (), err) from err
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

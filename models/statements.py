@@ -7,7 +7,9 @@ dialect, each parameter's and each result column's type conversion) and sends it
 
 - the same SQL SQLAlchemy sends (compiled by it), on the same connection and transaction;
 - parameters and results converted by the columns' own types (times, JSON, booleans), as SQLAlchemy would;
-- ``before_cursor_execute`` listeners still see each statement (statement counters, tracing); ``echo`` does not.
+- ``before_cursor_execute`` listeners still see each statement (statement counters, tracing); ``echo`` does not;
+- the driver's errors raised as SQLAlchemy's (``IntegrityError``, ``OperationalError``), a lost connection
+  invalidated.
 
 Only for the few statements every transition sends; everything else goes through SQLAlchemy. Statements that
 need more than this (bound lists expanded per execution, Python-side column defaults) are refused when first
@@ -23,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
 Processor = Callable[[Any], Any] | None
@@ -33,26 +36,29 @@ _REQUIRED = object()  # a parameter without a value of its own: the caller must 
 class _Plan:
     sql: str
     positional: bool  # SQLite's qmark style; else named (psycopg's pyformat)
-    binds: tuple[tuple[str, Any, Processor], ...]  # name, its preset value (anonymous binds), conversion
+    binds: tuple[tuple[str, Any, Processor], ...]  # each parameter once: name, preset value (anonymous), conversion
+    order: tuple[str, ...]  # positional: the names in the order the driver takes them (a name may recur)
     row: Any  # a namedtuple class for the selected columns; None for writes
-    results: tuple[Processor, ...]
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]  # (column index, conversion) where there is one
 
     def args(self, params: Mapping[str, Any]) -> Any:
-        values = []
+        values = {}
         for name, preset, proc in self.binds:
             value = params.get(name, preset)
             if value is _REQUIRED:
                 raise KeyError(f"a value is required for the parameter {name!r} of: {self.sql}")
-            values.append(value if proc is None else proc(value))  # None too: a JSON column stores 'null'
+            values[name] = value if proc is None else proc(value)  # None too: a JSON column stores 'null'
         if self.positional:
-            return tuple(values)
-        return {name: value for (name, _preset, _proc), value in zip(self.binds, values, strict=True)}
+            return tuple([values[name] for name in self.order])
+        return values
 
     def convert(self, raw: Sequence[Any]) -> Any:
-        return self.row._make(
-            value if proc is None else proc(value)
-            for proc, value in zip(self.results, raw, strict=True)
-        )
+        if not self.results:
+            return self.row._make(raw)
+        values = list(raw)
+        for index, proc in self.results:
+            values[index] = proc(values[index])  # None too, as SQLAlchemy does
+        return self.row._make(values)
 
 
 class Prepared:
@@ -77,9 +83,9 @@ class Prepared:
             raise ValueError(f"a prepared statement cannot expand parameters per execution: {compiled}")
         if getattr(compiled, "insert_prefetch", None) or getattr(compiled, "update_prefetch", None):
             raise ValueError(f"a prepared statement must be given every column it writes: {compiled}")
-        names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
+        order = tuple(compiled.positiontup) if compiled.positional else ()
         binds = []
-        for name in names:
+        for name in dict.fromkeys(order or compiled.binds):
             bind = compiled.binds[name]
             proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
             binds.append((name, _REQUIRED if bind.required else bind.effective_value, proc))
@@ -88,8 +94,23 @@ class Prepared:
             columns = list(self.stmt.selected_columns)  # type: ignore[attr-defined]
             # Unlabelled expressions have no usable name: positional names (_0, _1, ...) for those.
             row = namedtuple("Row", self.stmt.selected_columns.keys(), rename=True)  # type: ignore[attr-defined,misc]
-            results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
-        return _Plan(compiled.string, bool(compiled.positional), tuple(binds), row, results)
+            procs = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+            results = tuple((index, proc) for index, proc in enumerate(procs) if proc is not None)
+        return _Plan(compiled.string, bool(compiled.positional), tuple(binds), order, row, results)
+
+
+def driver_error(conn: Connection, sql: str, args: Any, err: Exception) -> Exception:
+    """``err`` from the driver as SQLAlchemy would raise it (``OperationalError``, ``IntegrityError``, ...), so
+    callers catch one kind of error whichever path sent the statement; a lost connection is invalidated, as
+    SQLAlchemy does, so the pool does not hand it out again."""
+    dialect = conn.dialect
+    dbapi = dialect.loaded_dbapi
+    if not isinstance(err, dbapi.Error):
+        return err
+    lost = dialect.is_disconnect(err, conn.connection.dbapi_connection, None)
+    if lost:
+        conn.invalidate(err)
+    return DBAPIError.instance(sql, args, err, dbapi.Error, connection_invalidated=lost, dialect=dialect)
 
 
 def _cursor(conn: Connection, plan: _Plan, args: Any, many: bool) -> Any:
@@ -106,9 +127,12 @@ def rows(conn: Connection, prepared: Prepared, params: Mapping[str, Any]) -> lis
     cursor = _cursor(conn, plan, args, False)
     try:
         cursor.execute(plan.sql, args)
-        return [plan.convert(raw) for raw in cursor.fetchall()]
+        found = cursor.fetchall()
+    except Exception as err:
+        raise driver_error(conn, plan.sql, args, err) from err
     finally:
         cursor.close()
+    return [plan.convert(raw) for raw in found]
 
 
 def scalar(conn: Connection, prepared: Prepared, params: Mapping[str, Any]) -> Any:
@@ -129,5 +153,7 @@ def write(conn: Connection, prepared: Prepared, params: Mapping[str, Any] | Sequ
             cursor.executemany(plan.sql, args)
         else:
             cursor.execute(plan.sql, args)
+    except Exception as err:
+        raise driver_error(conn, plan.sql, args, err) from err
     finally:
         cursor.close()

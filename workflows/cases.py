@@ -66,7 +66,7 @@ from states.lifecycle import (
 )
 from workflows.audit import EventRecord, chain_breaks
 from workflows.clockwork import append_event, enqueue, local_iso, refresh_next_alert
-from workflows.uow import Deps, UnitOfWork
+from workflows.uow import AGENCY_COLUMNS, AgencyRow, Deps, OfficerRow, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def _check_effective(deps: Deps, effective_at: datetime | None, not_before: date
     return effective_at
 
 
-def _visible(uow: UnitOfWork, case: Case, officer: Officer) -> bool:
+def _visible(uow: UnitOfWork, case: Case, officer: OfficerRow) -> bool:
     """ARCHITECTURE.md access rule: owner, participants, supervisors whose jurisdiction covers it."""
     if "admin" in officer.roles:
         return True
@@ -235,7 +235,7 @@ def _is_participant(uow: UnitOfWork, case: Case, agency_code: str) -> bool:
     return agency_code in uow.participants(case)
 
 
-def _visible_case(uow: UnitOfWork, case_no: str, actor: str, *, lock: bool = False) -> tuple[Case, Officer]:
+def _visible_case(uow: UnitOfWork, case_no: str, actor: str, *, lock: bool = False) -> tuple[Case, OfficerRow]:
     officer = uow.officer(actor)
     case = uow.case(case_no, lock=lock)
     if not _visible(uow, case, officer):
@@ -243,7 +243,7 @@ def _visible_case(uow: UnitOfWork, case_no: str, actor: str, *, lock: bool = Fal
     return case, officer
 
 
-def _readable_case(uow: UnitOfWork, case_no: str, actor: str | None) -> tuple[Case, Officer | None]:
+def _readable_case(uow: UnitOfWork, case_no: str, actor: str | None) -> tuple[Case, OfficerRow | None]:
     """A case for reading: as ``actor`` sees it, or unrestricted for the operator (``actor`` None)."""
     if actor is None:
         return uow.case(case_no), None
@@ -275,7 +275,7 @@ def _unresolved_evidence(uow: UnitOfWork, case: Case) -> tuple[str, ...]:
     return unresolved_items(uow, case)
 
 
-def _agency(uow: UnitOfWork, code: str, *, kind: str | None = None, what: str = "agency") -> Agency:
+def _agency(uow: UnitOfWork, code: str, *, kind: str | None = None, what: str = "agency") -> AgencyRow:
     agency = uow.agency(code)
     if agency is None:
         raise InvalidInput(f"unknown {what} {code!r}")
@@ -284,16 +284,20 @@ def _agency(uow: UnitOfWork, code: str, *, kind: str | None = None, what: str = 
     return agency
 
 
-def _counterpart(uow: UnitOfWork, sender: Agency, kind: str) -> Agency:
+def _counterpart(uow: UnitOfWork, sender: AgencyRow, kind: str) -> AgencyRow:
     """The agency of ``kind`` in the sender's region at the sender's level (the default receiver)."""
-    stmt = select(Agency).where(Agency.kind == kind, Agency.region == sender.region, Agency.level == sender.level)
-    found = uow.session.execute(stmt).scalars().first()
+    stmt = (
+        select(*AGENCY_COLUMNS)
+        .where(Agency.kind == kind, Agency.region == sender.region, Agency.level == sender.level)
+        .order_by(Agency.code)
+    )
+    found = uow.session.execute(stmt).first()
     if found is None:
         raise InvalidInput(
             f"no {kind} agency is configured for region {sender.region} at {sender.level} level; "
             "give one with --set to_agency=CODE"
         )
-    return found
+    return AgencyRow(*found)
 
 
 # --- directory ------------------------------------------------------------------------------------
@@ -344,7 +348,7 @@ def next_in_sequence(deps: Deps, uow: UnitOfWork, table: Any, agency_code: str, 
     return int(counter.last)
 
 
-def _next_case_no(deps: Deps, uow: UnitOfWork, agency: Agency, received_at: datetime) -> str:
+def _next_case_no(deps: Deps, uow: UnitOfWork, agency: AgencyRow, received_at: datetime) -> str:
     year = received_at.astimezone(SHANGHAI).year
     seq = next_in_sequence(deps, uow, CaseNumberSequence, agency.code, year)
     return deps.case_number_format.format(agency=agency.code, year=year, seq=seq)
@@ -552,7 +556,7 @@ def advance_case(
         return view
 
 
-def _authorise(uow: UnitOfWork, case: Case, officer: Officer, event: str) -> Agency:
+def _authorise(uow: UnitOfWork, case: Case, officer: OfficerRow, event: str) -> AgencyRow:
     """Agency kind, role and participation (DOMAIN.md "who may send what"); returns the sender's agency."""
     agency = uow.agency(officer.agency_code)
     assert agency is not None  # officers reference agencies by foreign key
@@ -580,7 +584,9 @@ def _authorise_in_state(case: Case, event: str) -> None:
         )
 
 
-def _resolve_receivers(uow: UnitOfWork, event: str, payload: dict[str, Any], sender: Agency) -> list[tuple[str, str]]:
+def _resolve_receivers(
+    uow: UnitOfWork, event: str, payload: dict[str, Any], sender: AgencyRow
+) -> list[tuple[str, str]]:
     """The agencies an event makes participants, with their role; ``to_agency`` defaults per config."""
     if event == "start_joint_investigation":
         codes = payload["agencies"]
@@ -636,7 +642,7 @@ def _apply_clocks(
     at: datetime,
     *,
     payload: Mapping[str, Any] | None = None,
-    sender: Agency | None = None,
+    sender: Agency | AgencyRow | None = None,
 ) -> list[Deadline] | list[DeadlineRow]:
     """Start, stop, pause, resume and extend the case's deadlines as the rules say for this transition.
 
@@ -783,7 +789,7 @@ def _extend(
     event: str,
     at: datetime,
     payload: Mapping[str, Any],
-    sender: Agency | None,
+    sender: Agency | AgencyRow | None,
 ) -> None:
     ext = action.extension
     assert ext is not None
@@ -858,7 +864,7 @@ _LIAISONS = Prepared(
 )
 
 
-def _enqueue_case_notices(deps: Deps, uow: UnitOfWork, case: Case, record: EventRecord, actor: Officer) -> None:
+def _enqueue_case_notices(deps: Deps, uow: UnitOfWork, case: Case, record: EventRecord, actor: OfficerRow) -> None:
     """Tell the liaison officers of every other participating agency (信息通报), rendered now."""
     others = [code for code in uow.participants(case) if code != actor.agency_code]
     recipients = (

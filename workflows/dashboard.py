@@ -17,13 +17,13 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Integer, Select, cast, exists, func, literal_column, or_, select, text
 
-from models.tables import Agency, Case, CaseParticipant, Deadline, Officer, Supervision
+from models.tables import Agency, Case, CaseParticipant, Deadline, Supervision
 from states.lifecycle import PHASES, REFERRAL_FUNNEL, funnel_steps
 from workflows.bulletins import STAGES, stage_days
 from workflows.cases import _covers
 from workflows.meetings import ActionItemView, list_action_items
 from workflows.supervision import SupervisionView, supervision_view
-from workflows.uow import Deps, UnitOfWork
+from workflows.uow import Deps, OfficerRow, UnitOfWork
 
 #: Literal SQL: a bound parameter would stop SQLite from using the partial indexes on these states.
 RUNNING_DEADLINE = text("deadlines.status = 'running'")
@@ -36,7 +36,7 @@ OPEN_LISTING = text("supervisions.state != 'delisted'")
 _JURISDICTIONS = select(Agency.code, Agency.region, Agency.parent_region, Agency.level)
 
 
-def visible_cases(uow: UnitOfWork, officer: Officer) -> ColumnElement[bool] | None:
+def visible_cases(uow: UnitOfWork, officer: OfficerRow) -> ColumnElement[bool] | None:
     """A condition on ``cases`` true for the cases ``officer`` may see; None: every case (an admin).
 
     ``workflows.cases._visible`` for a whole query: the agencies a supervisor covers are chosen by the same
@@ -65,7 +65,7 @@ def visible_cases(uow: UnitOfWork, officer: Officer) -> ColumnElement[bool] | No
     return or_(*terms)
 
 
-def only_visible(stmt: Select[Any], uow: UnitOfWork, officer: Officer | None) -> Select[Any]:
+def only_visible(stmt: Select[Any], uow: UnitOfWork, officer: OfficerRow | None) -> Select[Any]:
     """``stmt`` (which reads ``cases``) kept to what ``officer`` may see; None: the operator, everything."""
     where = visible_cases(uow, officer) if officer is not None else None
     return stmt if where is None else stmt.where(where)
@@ -110,7 +110,7 @@ class CaseCounts:
         return {step: reached.get(step, 0) for step in REFERRAL_FUNNEL}
 
 
-def _case_counts(uow: UnitOfWork, officer: Officer | None) -> CaseCounts:
+def _case_counts(uow: UnitOfWork, officer: OfficerRow | None) -> CaseCounts:
     stmt = only_visible(select(Case.phase, Case.state, func.count()).group_by(Case.phase, Case.state), uow, officer)
     counts = CaseCounts()
     for phase, state, n in uow.session.execute(stmt):
@@ -120,7 +120,7 @@ def _case_counts(uow: UnitOfWork, officer: Officer | None) -> CaseCounts:
     return counts
 
 
-def _overdue_deadlines(uow: UnitOfWork, officer: Officer | None, now: datetime) -> Select[Any]:
+def _overdue_deadlines(uow: UnitOfWork, officer: OfficerRow | None, now: datetime) -> Select[Any]:
     """Running deadlines past due (``DeadlineView.status == "missed"``) of the visible cases."""
     stmt = (
         select(Deadline.id).join(Case, Case.id == Deadline.case_id).where(RUNNING_DEADLINE, Deadline.due_at < now)  # type: ignore[arg-type]
@@ -128,7 +128,7 @@ def _overdue_deadlines(uow: UnitOfWork, officer: Officer | None, now: datetime) 
     return only_visible(stmt, uow, officer)
 
 
-def _open_listings(uow: UnitOfWork, officer: Officer | None) -> Select[Any]:
+def _open_listings(uow: UnitOfWork, officer: OfficerRow | None) -> Select[Any]:
     stmt = select(Supervision, Case).join(Case, Case.id == Supervision.case_id).where(OPEN_LISTING)
     return only_visible(stmt, uow, officer)
 

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from statemachine.exceptions import TransitionNotAllowed
 
-from models.tables import Agency, Case, CustodyEntry, EvidenceItem, Officer
+from models.tables import Agency, Case, CustodyEntry, EvidenceItem
 from states.errors import GuardFailed, InvalidInput, PermissionDenied
 from states.evidence import (
     CONVERSION_BASIS,
@@ -34,7 +34,7 @@ from states.evidence import (
 from states.lifecycle import CLOSED
 from workflows.cases import _agency, _is_participant, _readable_case, _visible, _visible_case
 from workflows.clockwork import holders, local_iso, record_fact
-from workflows.uow import Deps, UnitOfWork
+from workflows.uow import Deps, OfficerRow, UnitOfWork
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -320,7 +320,7 @@ def _police_of(uow: UnitOfWork, case: Case, to_agency: str | None) -> Agency:
     )
 
 
-def _locked_item(uow: UnitOfWork, item_id: int, actor: str) -> tuple[EvidenceItem, Case, Officer]:
+def _locked_item(uow: UnitOfWork, item_id: int, actor: str) -> tuple[EvidenceItem, Case, OfficerRow]:
     """An item the actor may see, with its case locked; an unknown or hidden item is "no evidence #N"."""
     officer = uow.officer(actor)
     item = uow.session.get(EvidenceItem, item_id)

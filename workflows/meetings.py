@@ -54,7 +54,7 @@ from states.meeting import (
 )
 from workflows.cases import _covers, _is_participant, _visible_case
 from workflows.clockwork import SYSTEM_ACTOR, Directory, enqueue, holders, local_iso, record_fact
-from workflows.uow import Deps, UnitOfWork
+from workflows.uow import Deps, OfficerRow, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def _meeting_view(
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-def _secretary(uow: UnitOfWork, actor: str) -> Officer:
+def _secretary(uow: UnitOfWork, actor: str) -> OfficerRow:
     officer = uow.officer(actor)
     if not {"secretary", "admin"} & set(officer.roles):
         raise PermissionDenied(f"{actor} is not a joint-meeting secretary (role secretary); meetings are theirs")
@@ -1064,7 +1064,7 @@ def show_meeting(deps: Deps, meeting_id: int, *, actor: str | None = None) -> Me
         return _meeting_view(deps, uow, meeting)
 
 
-def _may_see(uow: UnitOfWork, meeting: Meeting, officer: Officer) -> bool:
+def _may_see(uow: UnitOfWork, meeting: Meeting, officer: OfficerRow) -> bool:
     if {"admin", "secretary"} & set(officer.roles) or officer.agency_code in meeting.invited:
         return True
     if "supervisor" in officer.roles:

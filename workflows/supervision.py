@@ -23,7 +23,7 @@ from states.lifecycle import CLOSED
 from states.supervision import LEVEL_LABELS, SUPERVISION_STATE_LABELS, supervision_chart
 from workflows.cases import _covers, _readable_case, _visible_case
 from workflows.clockwork import SYSTEM_ACTOR, Directory, enqueue, holders, local_iso, record_fact
-from workflows.uow import Deps, UnitOfWork
+from workflows.uow import Deps, OfficerRow, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _open_listing(uow: UnitOfWork, case: Case) -> Supervision | None:
     )
 
 
-def _locked_listing(uow: UnitOfWork, case_no: str, actor: str) -> tuple[Case, Officer, Supervision]:
+def _locked_listing(uow: UnitOfWork, case_no: str, actor: str) -> tuple[Case, OfficerRow, Supervision]:
     """The case (locked, as ``actor`` may see it) and its open listing."""
     case, officer = _visible_case(uow, case_no, actor, lock=True)
     sup = _open_listing(uow, case)

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session
 
 from models import statements
@@ -32,15 +31,53 @@ from states.clocks import ClockRule, SupervisionPolicy
 from states.errors import CaseNotFound, UnknownActor
 from states.meeting import MeetingSettings
 
-_OFFICER_WITH_AGENCY = (
-    select(Officer, Agency)
+
+class OfficerRow(NamedTuple):
+    """An officer as the use cases read it: a plain row of ``officers``, not an ORM object (loading one cost
+    more than the rest of reading who is acting)."""
+
+    username: str
+    display_name: str
+    agency_code: str
+    roles: list[str]
+    email: str
+    liaison: bool
+    active: bool
+    channels: list[str]
+
+
+class AgencyRow(NamedTuple):
+    """An agency as the use cases read it: a plain row of ``agencies``."""
+
+    code: str
+    name: str
+    name_en: str
+    kind: str
+    level: str
+    region: str
+    region_name: str
+    parent_region: str | None
+    doc_prefix: str
+
+
+def _columns(model: Any, row: Any) -> list[Any]:
+    return [model.__table__.c[name] for name in row._fields]
+
+
+#: The columns of an ``AgencyRow``, to select one.
+AGENCY_COLUMNS = _columns(Agency, AgencyRow)
+_OFFICER_COLUMNS = len(OfficerRow._fields)
+#: The officer with its agency: nearly every use case reads the officer's agency next.
+_OFFICER_WITH_AGENCY = Prepared(
+    select(*_columns(Officer, OfficerRow), *AGENCY_COLUMNS)
     .join(Agency, Agency.code == Officer.agency_code)  # type: ignore[arg-type]
     .where(Officer.username == bindparam("username"))
 )
+_AGENCY = Prepared(select(*AGENCY_COLUMNS).where(Agency.code == bindparam("code")))
 #: A case with its owner agency (every view shows the owner's name; one round trip instead of two). The
 #: lock is on the case row only: locking the agency's row too would serialise all of its cases.
 _CASE = (
-    select(Case, Agency)
+    select(Case, *AGENCY_COLUMNS)
     .join(Agency, Agency.code == Case.owner_agency)  # type: ignore[arg-type]
     .where(Case.case_no == bindparam("case_no"))
 )
@@ -102,7 +139,8 @@ class UnitOfWork:
         self.read_only = read_only
         self._session: Session | None = None
         self._committed = False
-        self._agencies: dict[str, Agency] = {}
+        self._agencies: dict[str, AgencyRow] = {}
+        self._officers: dict[str, OfficerRow] = {}
 
     @property
     def session(self) -> Session:
@@ -135,9 +173,10 @@ class UnitOfWork:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        # Anything not committed explicitly is rolled back: a failure at any step writes nothing.
+        # Anything not committed explicitly is rolled back: a failure at any step writes nothing. ``close``
+        # rolls the connection's transaction back; ``rollback`` first would also expire every loaded object
+        # (about a third of a read's cost), which nobody reads again.
         if self._session is not None:
-            self._session.rollback()
             self._session.close()
 
     def commit(self) -> None:
@@ -147,26 +186,29 @@ class UnitOfWork:
         self.session.close()
         self._committed = True
 
-    def officer(self, username: str) -> Officer:
-        """The active officer ``username`` or ``UnknownActor``."""
-        officer = self.session.identity_map.get(identity_key(Officer, username))
+    def officer(self, username: str) -> OfficerRow:
+        """The active officer ``username`` or ``UnknownActor``, read at most once per transaction."""
+        _ = self.session  # after the commit, a programming error even for what was read before
+        officer = self._officers.get(username)
         if officer is None:
-            # With its agency in the same round trip: nearly every use case reads the officer's agency next.
-            found = self.session.execute(_OFFICER_WITH_AGENCY, {"username": username}).first()
-            if found is not None:
-                officer = found[0]
-                self._agencies[found[1].code] = found[1]
-        if officer is None or not officer.active:
+            found = statements.rows(self.conn, _OFFICER_WITH_AGENCY, {"username": username})
+            if not found:
+                raise UnknownActor(username)
+            officer = self._officers[username] = OfficerRow(*found[0][:_OFFICER_COLUMNS])
+            agency = AgencyRow(*found[0][_OFFICER_COLUMNS:])
+            self._agencies[agency.code] = agency
+        if not officer.active:
             raise UnknownActor(username)
         return officer
 
-    def agency(self, code: str) -> Agency | None:
+    def agency(self, code: str) -> AgencyRow | None:
         """The agency ``code`` (None if unknown), read at most once per transaction."""
+        _ = self.session  # after the commit, a programming error even for what was read before
         found = self._agencies.get(code)
         if found is None:
-            found = self.session.get(Agency, code)
-            if found is not None:
-                self._agencies[code] = found  # the session's identity map holds objects only weakly
+            rows = statements.rows(self.conn, _AGENCY, {"code": code})
+            if rows:
+                found = self._agencies[code] = AgencyRow(*rows[0])
         return found
 
     def case(self, case_no: str, *, lock: bool = False) -> Case:
@@ -175,8 +217,8 @@ class UnitOfWork:
         found = self.session.execute(stmt, {"case_no": case_no}).first()
         if found is None:
             raise CaseNotFound(case_no)
-        case, owner = found
-        self._agencies[owner.code] = owner
+        case = found[0]
+        self._agencies[case.owner_agency] = AgencyRow(*found[1:])
         if lock:
             self._forget_participants(case)
         return case

@@ -82,7 +82,8 @@ def test_readers_run_without_a_transaction_and_writers_still_get_one(pg_deps: De
     # The same pooled connection next serves a writer: back in a transaction, and a failure writes nothing.
     with pytest.raises(RuntimeError), UnitOfWork(pg_deps) as uow:
         assert uow.conn.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
-        uow.officer("sm_amr_handler").display_name = "renamed"
+        uow.officer("sm_amr_handler")
+        uow.session.get(Officer, "sm_amr_handler").display_name = "renamed"  # type: ignore[union-attr]
         uow.session.flush()
         raise RuntimeError("a failure after the write")
     with UnitOfWork(pg_deps, read_only=True) as uow:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import bindparam, event, insert, select, text
+from sqlalchemy.exc import IntegrityError
 
 from models import statements
 from models.statements import Prepared
@@ -113,3 +114,13 @@ def test_statements_it_cannot_run_as_compiled_are_refused(deps: Deps) -> None:
         # A column left to its Python-side default would be silently missing from the driver's INSERT.
         with pytest.raises(ValueError, match="every column"):
             statements.write(uow.conn, Prepared(insert(CaseEvent)), {"event_id": "x", "case_id": 1})
+
+
+def test_driver_errors_surface_as_sqlalchemy_errors(any_deps: Deps) -> None:
+    """Callers catch SQLAlchemy's error kinds (the meetings' race, the sweep's retry rule) on either path."""
+    rendered = Rendered("probe", "v", "zh", "主题", "正文")
+    row = _outbox_row(None, "probe", "email", "same-key", "a@example.org", None, rendered, datetime.now(UTC))
+    with UnitOfWork(any_deps) as uow:
+        statements.write(uow.conn, Prepared(insert(OutboxMessage)), [row])
+        with pytest.raises(IntegrityError):  # dedupe_key is unique
+            statements.write(uow.conn, Prepared(insert(OutboxMessage)), [row])

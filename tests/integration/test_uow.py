@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 
 from models.db import SQLITE_BEGIN
 from tests.conftest import CaseBuilder
-from workflows.uow import UnitOfWork
+from workflows.flows.sweep import is_transient
+from workflows.uow import Deps, UnitOfWork
 
 
 def test_a_transition_is_exactly_one_write_transaction(builder: CaseBuilder) -> None:
@@ -51,3 +55,19 @@ def test_the_session_is_closed_for_business_after_commit(builder: CaseBuilder) -
         uow.commit()
         with pytest.raises(RuntimeError, match="has committed"):
             uow.officer("sm_amr_handler")
+
+
+def test_a_busy_database_at_begin_is_a_transient_sqlalchemy_error(deps: Deps) -> None:
+    """The BEGIN goes to the driver; a writer still locked out after the busy timeout must get SQLAlchemy's
+    OperationalError all the same, which the Prefect sweep retries (``is_transient``)."""
+    blocker = sqlite3.connect(deps.engine.url.database, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with deps.engine.connect() as conn:
+            conn.connection.driver_connection.execute("PRAGMA busy_timeout=50")
+        with pytest.raises(OperationalError) as caught, UnitOfWork(deps):
+            pass
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert is_transient(caught.value)
