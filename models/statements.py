@@ -71,7 +71,7 @@ class Prepared:
 
     def plan(self, dialect: Dialect, keys: Sequence[str] | None = None) -> _Plan:
         """The statement compiled for ``dialect`` (once), for writes of the columns ``keys``."""
-        key = (dialect.name, keys)
+        key = (dialect.name, dialect.driver, keys)  # SQL and parameter style differ per driver
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._compile(dialect, list(keys) if keys is not None else None)

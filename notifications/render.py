@@ -42,13 +42,17 @@ def environment() -> Environment:
     )
 
 
-def _sources(name: str, lang: str) -> list[Path]:
-    return [TEMPLATES_DIR / f"{name}.{lang}.{part}.j2" for part in ("subject", "txt", "html")] + [
-        TEMPLATES_DIR / "_layout.html.j2"
-    ]
+def _sources(name: str, lang: str) -> tuple[Path, ...]:
+    return _paths(TEMPLATES_DIR, name, lang)
 
 
-def _stamp(paths: list[Path]) -> tuple[int | None, ...]:
+@lru_cache(maxsize=256)
+def _paths(folder: Path, name: str, lang: str) -> tuple[Path, ...]:
+    # Built once per template: every transition renders a notice, and building paths costs more than the stats.
+    return (*(folder / f"{name}.{lang}.{part}.j2" for part in ("subject", "txt", "html")), folder / "_layout.html.j2")
+
+
+def _stamp(paths: tuple[Path, ...]) -> tuple[int | None, ...]:
     stamps: list[int | None] = []
     for path in paths:
         try:

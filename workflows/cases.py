@@ -165,10 +165,10 @@ class AuditReport:
 # --- helpers --------------------------------------------------------------------------------------
 
 #: A deadline as a plain row (an SQLAlchemy ``Row`` or a prepared statement's named tuple): its columns by name.
-DeadlineRow = Any
+PlainDeadline = Any
 
 
-def clock_left(row: Deadline | DeadlineRow, now: datetime) -> str:
+def clock_left(row: Deadline | PlainDeadline, now: datetime) -> str:
     """Time left on a deadline's clock: frozen at the pause for a paused one (its due time moves on resume)."""
     return _remaining(row.due_at, row.paused_at if row.status == "paused" and row.paused_at else now)
 
@@ -643,7 +643,7 @@ def _apply_clocks(
     *,
     payload: Mapping[str, Any] | None = None,
     sender: Agency | AgencyRow | None = None,
-) -> list[Deadline] | list[DeadlineRow]:
+) -> list[Deadline] | list[PlainDeadline]:
     """Start, stop, pause, resume and extend the case's deadlines as the rules say for this transition.
 
     Pauses are kept in a ledger (``deadline_pauses``); extensions in the deadline's own ledger with
@@ -910,14 +910,14 @@ _PAUSE_LEDGER = Prepared(
 
 
 def _view(
-    deps: Deps, uow: UnitOfWork, case: Case, deadlines: list[Deadline] | list[DeadlineRow] | None = None
+    deps: Deps, uow: UnitOfWork, case: Case, deadlines: list[Deadline] | list[PlainDeadline] | None = None
 ) -> CaseView:
     """The case as shown to users; ``deadlines``: all of the case's, when the caller holds them already."""
     uow.session.flush()  # sessions do not autoflush: make this transaction's own writes visible to the reads
     now = deps.now()
     owner = uow.agency(case.owner_agency)
     participants = list(uow.participants(case))
-    rows: list[Deadline] | list[DeadlineRow]
+    rows: list[Deadline] | list[PlainDeadline]
     if deadlines is None:
         rows = statements.rows(uow.conn, _CASE_DEADLINE_ROWS, {"case_id": case.id})  # to show, not to change
     else:
