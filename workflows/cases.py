@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -66,7 +66,7 @@ from states.lifecycle import (
 )
 from workflows.audit import EventRecord, chain_breaks
 from workflows.clockwork import append_event, enqueue, local_iso, refresh_next_alert
-from workflows.uow import AGENCY_COLUMNS, AgencyRow, Deps, OfficerRow, UnitOfWork
+from workflows.uow import AGENCY_COLUMNS, AgencyRow, AnyCase, CaseRow, Deps, OfficerRow, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def _check_effective(deps: Deps, effective_at: datetime | None, not_before: date
     return effective_at
 
 
-def _visible(uow: UnitOfWork, case: Case, officer: OfficerRow) -> bool:
+def _visible(uow: UnitOfWork, case: AnyCase, officer: OfficerRow) -> bool:
     """ARCHITECTURE.md access rule: owner, participants, supervisors whose jurisdiction covers it."""
     if "admin" in officer.roles:
         return True
@@ -231,16 +231,22 @@ def _covers(supervising: Jurisdiction, owner: Jurisdiction) -> bool:
     return supervising.level == "province" and owner.region[:2] == supervising.region[:2]
 
 
-def _is_participant(uow: UnitOfWork, case: Case, agency_code: str) -> bool:
+def _is_participant(uow: UnitOfWork, case: AnyCase, agency_code: str) -> bool:
     return agency_code in uow.participants(case)
 
 
 def _visible_case(uow: UnitOfWork, case_no: str, actor: str, *, lock: bool = False) -> tuple[Case, OfficerRow]:
     officer = uow.officer(actor)
-    case = uow.case(case_no, lock=lock)
+    return _if_visible(uow, uow.case(case_no, lock=lock), officer), officer
+
+
+_C = TypeVar("_C", Case, CaseRow)
+
+
+def _if_visible(uow: UnitOfWork, case: _C, officer: OfficerRow) -> _C:
     if not _visible(uow, case, officer):
-        raise CaseNotFound(case_no)  # same answer as a missing case, so case numbers do not leak
-    return case, officer
+        raise CaseNotFound(case.case_no)  # same answer as a missing case, so case numbers do not leak
+    return case
 
 
 def _readable_case(uow: UnitOfWork, case_no: str, actor: str | None) -> tuple[Case, OfficerRow | None]:
@@ -250,7 +256,7 @@ def _readable_case(uow: UnitOfWork, case_no: str, actor: str | None) -> tuple[Ca
     return _visible_case(uow, case_no, actor)
 
 
-def _context(deps: Deps, uow: UnitOfWork, case: Case, event: str) -> CaseContext:
+def _context(deps: Deps, uow: UnitOfWork, case: AnyCase, event: str) -> CaseContext:
     # Only transfer_to_police's guard reads the attachments: no query on every other transition.
     kinds = (
         uow.session.execute(select(Attachment.kind).where(Attachment.case_id == case.id).distinct()).scalars()
@@ -269,7 +275,7 @@ def _context(deps: Deps, uow: UnitOfWork, case: Case, event: str) -> CaseContext
     )
 
 
-def _unresolved_evidence(uow: UnitOfWork, case: Case) -> tuple[str, ...]:
+def _unresolved_evidence(uow: UnitOfWork, case: AnyCase) -> tuple[str, ...]:
     from workflows.evidence import unresolved_items  # evidence builds on this module's access rules
 
     return unresolved_items(uow, case)
@@ -462,7 +468,9 @@ def advance_case(
     commits them together.
     """
     with UnitOfWork(deps) as uow:
-        case, officer = _visible_case(uow, case_no, actor, lock=True)
+        officer = uow.officer(actor)
+        # A plain row: a transition writes its case only through write_case (in append_event).
+        case = _if_visible(uow, uow.case_row(case_no, lock=True), officer)
         if expected_version is not None and case.version != expected_version:
             raise ConcurrentUpdate(case_no, expected_version, case.version)
         ctx = _context(deps, uow, case, event)
@@ -556,7 +564,7 @@ def advance_case(
         return view
 
 
-def _authorise(uow: UnitOfWork, case: Case, officer: OfficerRow, event: str) -> AgencyRow:
+def _authorise(uow: UnitOfWork, case: AnyCase, officer: OfficerRow, event: str) -> AgencyRow:
     """Agency kind, role and participation (DOMAIN.md "who may send what"); returns the sender's agency."""
     agency = uow.agency(officer.agency_code)
     assert agency is not None  # officers reference agencies by foreign key
@@ -575,7 +583,7 @@ def _authorise(uow: UnitOfWork, case: Case, officer: OfficerRow, event: str) -> 
     return agency
 
 
-def _authorise_in_state(case: Case, event: str) -> None:
+def _authorise_in_state(case: AnyCase, event: str) -> None:
     """The part of "who may send what" that depends on the state (checked once the event is allowed)."""
     if event in ("suspend", "resume") and phase_of(case.configuration, case.history) not in SUSPENSION_PHASES:
         raise PermissionDenied(
@@ -633,7 +641,7 @@ _CASE_DEADLINE_ROWS = Prepared(_CASE_DEADLINES.with_only_columns(*Deadline.__tab
 def _apply_clocks(
     deps: Deps,
     uow: UnitOfWork,
-    case: Case,
+    case: AnyCase,
     event: str,
     before: list[str],
     after: list[str],
@@ -734,7 +742,7 @@ def _nominal(row: Deadline) -> datetime:
 
 def _start(
     deps: Deps,
-    case: Case,
+    case: AnyCase,
     rule: ClockRule,
     action: ClockAction,
     event: str,
@@ -782,7 +790,7 @@ def _finish(row: Deadline, at: datetime, status: str | None) -> None:
 def _extend(
     deps: Deps,
     uow: UnitOfWork,
-    case: Case,
+    case: AnyCase,
     rule: ClockRule,
     row: Deadline,
     action: ClockAction,
@@ -864,7 +872,9 @@ _LIAISONS = Prepared(
 )
 
 
-def _enqueue_case_notices(deps: Deps, uow: UnitOfWork, case: Case, record: EventRecord, actor: OfficerRow) -> None:
+def _enqueue_case_notices(
+    deps: Deps, uow: UnitOfWork, case: AnyCase, record: EventRecord, actor: OfficerRow
+) -> None:
     """Tell the liaison officers of every other participating agency (信息通报), rendered now."""
     others = [code for code in uow.participants(case) if code != actor.agency_code]
     recipients = (
@@ -910,7 +920,7 @@ _PAUSE_LEDGER = Prepared(
 
 
 def _view(
-    deps: Deps, uow: UnitOfWork, case: Case, deadlines: list[Deadline] | list[PlainDeadline] | None = None
+    deps: Deps, uow: UnitOfWork, case: AnyCase, deadlines: list[Deadline] | list[PlainDeadline] | None = None
 ) -> CaseView:
     """The case as shown to users; ``deadlines``: all of the case's, when the caller holds them already."""
     uow.session.flush()  # sessions do not autoflush: make this transaction's own writes visible to the reads

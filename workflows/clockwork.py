@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import insert, select
-from sqlalchemy.orm.attributes import set_committed_value
 
 from models import statements
 from models.statements import Prepared
@@ -23,7 +22,7 @@ from notifications.render import render
 from states.calendar import SHANGHAI
 from states.clocks import alert_schedule, next_alert, parse_duration
 from workflows.audit import GENESIS, EventRecord, event_digest
-from workflows.uow import Deps, UnitOfWork
+from workflows.uow import AnyCase, Deps, UnitOfWork, keep
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ def refresh_next_alert(
 
 def append_event(
     uow: UnitOfWork,
-    case: Case,
+    case: AnyCase,
     event: str,
     *,
     actor: str,
@@ -88,7 +87,7 @@ def append_event(
     One Core INSERT and one Core UPDATE, sent at once (the ORM's unit of work costs several times the two
     statements); the case object is updated as committed, the returned record is not in the session."""
     for key, value in changes.items():
-        set_committed_value(case, key, value)
+        keep(case, key, value)
     record = EventRecord(
         event_id=str(uuid.uuid4()),
         case_id=case.id,
@@ -219,7 +218,7 @@ class Recipient(Protocol):
 def enqueue(
     deps: Deps,
     uow: UnitOfWork,
-    case: Case | None,
+    case: AnyCase | None,
     recipients: Sequence[Recipient],
     *,
     template: str,
@@ -273,7 +272,7 @@ def enqueue(
 def _webhook_rows(
     deps: Deps,
     uow: UnitOfWork,
-    case: Case | None,
+    case: AnyCase | None,
     template: str,
     dedupe_prefix: str,
     at: datetime,
@@ -302,7 +301,7 @@ def _webhook_rows(
 
 
 def _outbox_row(
-    case: Case | None,
+    case: AnyCase | None,
     template: str,
     channel: str,
     key: str,

@@ -34,7 +34,7 @@ from states.evidence import (
 from states.lifecycle import CLOSED
 from workflows.cases import _agency, _is_participant, _readable_case, _visible, _visible_case
 from workflows.clockwork import holders, local_iso, record_fact
-from workflows.uow import Deps, OfficerRow, UnitOfWork
+from workflows.uow import AnyCase, Deps, OfficerRow, UnitOfWork
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -107,7 +107,7 @@ def _view(deps: Deps, case: Case, item: EvidenceItem, custody: list[CustodyEntry
     )
 
 
-def unresolved_items(uow: UnitOfWork, case: Case) -> tuple[str, ...]:
+def unresolved_items(uow: UnitOfWork, case: AnyCase) -> tuple[str, ...]:
     """The case's items not yet admitted, re-collected or excluded, as '#id title (state)' for messages."""
     rows = uow.session.execute(
         select(EvidenceItem).where(EvidenceItem.case_id == case.id).order_by(EvidenceItem.id)

@@ -60,8 +60,47 @@ class AgencyRow(NamedTuple):
     doc_prefix: str
 
 
+@dataclass(slots=True)
+class CaseRow:
+    """A case read as a plain row for a use case that writes it only through ``write_case`` (a transition):
+    loading the ORM object cost more than the rest of reading the case. The columns of ``cases``."""
+
+    id: int
+    case_no: str
+    title: str
+    source: str
+    owner_agency: str
+    state: str
+    phase: str
+    configuration: list[str]
+    history: dict[str, list[str]]
+    context: dict[str, Any]
+    outcome: str | None
+    version: int
+    received_at: datetime
+    opened_by: str
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    last_hash: str
+
+
+#: A case as the transition helpers take it: the ORM object, or a plain row in a transition.
+AnyCase = Case | CaseRow
+
+
+def keep(case: AnyCase, key: str, value: Any) -> None:
+    """Set a column's new value on a case just written with Core: on an ORM object as committed (not dirty,
+    so no flush writes it again)."""
+    if isinstance(case, CaseRow):
+        setattr(case, key, value)
+    else:
+        set_committed_value(case, key, value)
+
+
 def _columns(model: Any, row: Any) -> list[Any]:
-    return [model.__table__.c[name] for name in row._fields]
+    names = row._fields if hasattr(row, "_fields") else row.__slots__  # a NamedTuple or a slots dataclass
+    return [model.__table__.c[name] for name in names]
 
 
 #: The columns of an ``AgencyRow``, to select one.
@@ -82,6 +121,9 @@ _CASE = (
     .where(Case.case_no == bindparam("case_no"))
 )
 _CASE_LOCKED = _CASE.with_for_update(of=Case)  # type: ignore[arg-type]
+_CASE_FIELDS = len(CaseRow.__slots__)
+_CASE_ROW = Prepared(_CASE.with_only_columns(*_columns(Case, CaseRow), *AGENCY_COLUMNS))
+_CASE_ROW_LOCKED = Prepared(_CASE_ROW.stmt.with_for_update(of=Case))  # type: ignore[attr-defined]
 _PARTICIPANTS = Prepared(
     select(CaseParticipant.agency_code, CaseParticipant.role)
     .where(CaseParticipant.case_id == bindparam("case_id"))
@@ -223,11 +265,23 @@ class UnitOfWork:
             self._forget_participants(case)
         return case
 
-    def _forget_participants(self, case: Case) -> None:
+    def case_row(self, case_no: str, *, lock: bool = False) -> CaseRow:
+        """``case`` as a plain row, for a use case that writes the case only through ``write_case``."""
+        stmt = _CASE_ROW_LOCKED if lock and not is_sqlite(self.deps.engine) else _CASE_ROW
+        found = statements.rows(self.conn, stmt, {"case_no": case_no})
+        if not found:
+            raise CaseNotFound(case_no)
+        case = CaseRow(*found[0][:_CASE_FIELDS])
+        self._agencies[case.owner_agency] = AgencyRow(*found[0][_CASE_FIELDS:])
+        if lock:
+            self._forget_participants(case)
+        return case
+
+    def _forget_participants(self, case: AnyCase) -> None:
         # Read under the lock again: another transaction may have added a participant before it.
         self.session.info.get("case_participants", {}).pop(case.id or 0, None)
 
-    def participants(self, case: Case) -> dict[str, str]:
+    def participants(self, case: AnyCase) -> dict[str, str]:
         """The case's participating agencies (code -> role, in joining order), read once per transaction;
         ``add_participant`` keeps it current."""
         cache: dict[int, dict[str, str]] = self.session.info.setdefault("case_participants", {})
@@ -237,7 +291,7 @@ class UnitOfWork:
             found = cache[case.id or 0] = {code: role for code, role in rows}
         return found
 
-    def add_participant(self, case: Case, agency_code: str, role: str, event: str, at: datetime) -> None:
+    def add_participant(self, case: AnyCase, agency_code: str, role: str, event: str, at: datetime) -> None:
         """Make ``agency_code`` a participant of ``case`` (nothing if it is one already)."""
         members = self.participants(case)
         if agency_code not in members:
@@ -247,7 +301,7 @@ class UnitOfWork:
             self.session.flush()  # queries joining the participants in this transaction must see the row
             members[agency_code] = role
 
-    def write_case(self, case: Case, values: dict[str, Any]) -> None:
+    def write_case(self, case: AnyCase, values: dict[str, Any]) -> None:
         """Write these columns of ``case`` with one Core UPDATE now and set them on the object as committed
         (not dirty, so no second UPDATE at the flush): the ORM's flush of one row costs several times the
         statement."""
@@ -262,7 +316,7 @@ class UnitOfWork:
             )
         statements.write(self.conn, stmt, {"case_id_": case.id, **{f"{name}_": values[name] for name in columns}})
         for key, value in values.items():
-            set_committed_value(case, key, value)
+            keep(case, key, value)
 
     def lock(self, case: Case) -> None:
         """Lock a case already loaded in this transaction before appending to its audit chain (PostgreSQL
