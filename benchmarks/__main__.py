@@ -1,7 +1,7 @@
 """``python -m benchmarks [--quick] [--only NAME]``: run the benchmarks and print one table with targets.
 
 Names: transitions_sqlite, transitions_postgres, pg_scaling, scale_sqlite, scale_postgres, import_sqlite,
-import_postgres, http_postgres.
+import_postgres, http_postgres, http_floor.
 The line ``transition_ratio_sqlite=<ratio>`` is printed on its own for scripts.
 """
 
@@ -28,6 +28,7 @@ def _benches(quick: bool) -> dict[str, tuple[bool, Callable[[], list[Row]]]]:
         "import_sqlite": (False, lambda: imports.bench_import("sqlite", quick)),
         "import_postgres": (True, lambda: imports.bench_import("postgres", quick)),
         "http_postgres": (True, lambda: http_api.bench_http()),
+        "http_floor": (True, lambda: http_api.bench_http_floor()),
     }
 
 

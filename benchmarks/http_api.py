@@ -36,7 +36,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import CLK_TCK, PG_BENCH_DB, Row, machine_cpu, make_bench_deps, pg_drop, pg_recreate
+from benchmarks import floor_app
+from benchmarks.common import (
+    CLK_TCK,
+    PG_ADMIN_URL,
+    PG_BENCH_DB,
+    Row,
+    machine_cpu,
+    make_bench_deps,
+    pg_drop,
+    pg_recreate,
+)
 from deploy.processes import free_port, start, stop, wait_healthy
 
 DB_NAME = f"{PG_BENCH_DB}_http"
@@ -305,8 +315,8 @@ async def _phase(
 async def _run_load(spec: LoadSpec) -> list[PhaseResult]:
     clients = [Client(i, spec) for i in range(spec.clients)]
     # Warm-up: every server loads its chart classes, templates and statement caches; every client its ETag.
-    await _phase("warmup", clients, "read", spec, spec.warmup / 2)
-    await _phase("warmup", clients, "event", spec, spec.warmup / 2)
+    for kind in spec.kinds:
+        await _phase("warmup", clients, kind, spec, spec.warmup / len(spec.kinds))
     results = []
     for kind in spec.kinds:
         closed = await _phase(kind, clients, kind, spec, spec.seconds)
@@ -456,6 +466,56 @@ def bench_http(
     return rows
 
 
+#: Round trips of the floor endpoints: none (the HTTP stack and the clients alone) and one query.
+FLOOR_QUERIES = (0, 1)
+
+
+def bench_http_floor(workers: int = 2, clients: int = 50, seconds: float = 10.0, warmup: float = 2.0) -> list[Row]:
+    """The same closed loop against ``benchmarks.floor_app`` (bare FastAPI under the same uvicorn, no auth, no
+    jointcase) answering with 0 and 1 PostgreSQL round trips: what these cores allow any endpoint at this load."""
+    rows: list[Row] = []
+    root = Path(__file__).resolve().parent.parent
+    for queries in FLOOR_QUERIES:
+        env = {**os.environ, floor_app.URL_ENV: PG_ADMIN_URL, floor_app.QUERIES_ENV: str(queries)}
+        with tempfile.TemporaryDirectory() as tmp:
+            servers: list[Server] = []
+            try:
+                for i in range(workers):
+                    port, log = free_port(), Path(tmp) / f"floor-{i}.log"
+                    command = [sys.executable, "-m", "uvicorn", "benchmarks.floor_app:app", "--host", "127.0.0.1"]
+                    command += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+                    servers.append(Server(start(command, env, log, cwd=root), port, log))
+                for server in servers:
+                    wait_healthy(f"http://127.0.0.1:{server.port}/healthz", server.proc, server.log, timeout=60)
+                spec = LoadSpec(
+                    ports=[s.port for s in servers],
+                    server_pids=[s.proc.pid for s in servers],
+                    cases=[f"floor-{i}" for i in range(clients)],
+                    read_token="none",
+                    event_token="none",
+                    clients=clients,
+                    seconds=seconds,
+                    warmup=warmup,
+                    paced_fraction=0,
+                    kinds=("read",),
+                )
+                (result,) = run_load(spec)
+                if result.failures:
+                    _print_server_errors(servers)
+            finally:
+                stop_servers(servers)
+        n = len(result.latencies)
+        errors = sum(count for status, count in result.statuses.items() if not 200 <= status < 300)
+        label = f"http floor {queries} quer{'y' if queries == 1 else 'ies'}"
+        what = f"bare FastAPI + uvicorn, {workers} workers, {clients} clients closed loop; {errors} errors"
+        rows += [
+            Row(f"{label} p50", percentile(result.latencies, 0.50), "ms", note=what),
+            Row(f"{label} p95", percentile(result.latencies, 0.95), "ms", note=f"PostgreSQL round trips: {queries}"),
+            Row(f"{label} throughput", n / result.seconds if result.seconds else 0.0, "requests/s"),
+        ]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.http_api [--workers N] [--clients N] [--seconds S]``: only these figures."""
     import argparse
@@ -467,11 +527,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paced", type=float, default=0.5, help="paced rate as a fraction of closed loop (0: off)")
     parser.add_argument("--kind", action="append", choices=("read", "event"), help="measure only this (repeatable)")
     parser.add_argument("--threads", type=int, help="jointcase serve --threads (default: its own, 40)")
+    parser.add_argument("--floor", action="store_true", help="the bare FastAPI endpoints instead (http_floor)")
     args = parser.parse_args(argv)
     kinds = tuple(args.kind or ("read", "event"))
-    for row in bench_http(
-        args.workers, args.clients, args.seconds, paced_fraction=args.paced, kinds=kinds, threads=args.threads
-    ):
+    if args.floor:
+        rows = bench_http_floor(args.workers, args.clients, args.seconds)
+    else:
+        rows = bench_http(
+            args.workers, args.clients, args.seconds, paced_fraction=args.paced, kinds=kinds, threads=args.threads
+        )
+    for row in rows:
         met = "-" if row.met is None else ("yes" if row.met else "NO")
         value = "-" if row.value is None else f"{row.value:,.1f}"
         print(f"{row.name:30} {value:>10} {row.unit:12} {row.target:8} {met:4} {row.note}")
