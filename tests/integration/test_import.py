@@ -277,6 +277,19 @@ def test_cli_summary_and_exit_codes(deps: Deps, sqlite_config: Path, tmp_path: P
     assert "file not found" in missing.stderr
 
 
+def test_a_100k_case_export_imports_whole_through_the_cli(deps: Deps, sqlite_config: Path, tmp_path: Path) -> None:
+    """Issue 8's size: 100,000 cases (about 560,000 audit events) into SQLite as a site runs it."""
+    path = tmp_path / "export.jsonl"
+    write_export(path, cases=100_000, seed=1, config=REPO_CONFIG)
+    summary = json.loads(_cli(sqlite_config, "import", str(path), "--json", code=0).stdout)
+    assert (summary["imported"], summary["skipped"], summary["rejected"], summary["ok"]) == (100_000, 0, [], True)
+    assert summary["events"] > 500_000
+    assert _count(deps, select(func.count()).select_from(Case)) == 100_000
+    assert _count(deps, select(func.count()).select_from(CaseEvent)) == summary["events"]
+    numbers = [line["case_no"] for line in _lines(path)[::997]]  # a hundred chains from all over the file
+    assert all(verify_audit(deps, case_no=n).ok for n in numbers)
+
+
 def _children(pid: int) -> list[int]:
     return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 

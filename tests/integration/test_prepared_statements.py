@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import os
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import bindparam, event, insert, select, text
+from sqlalchemy import bindparam, event, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from models import statements
-from models.statements import Prepared
+from models.statements import Prepared, held_reader
 from models.tables import Case, CaseEvent, Deadline, OutboxMessage
 from notifications.render import Rendered
 from tests.conftest import CaseBuilder, FakeClock, make_deps
@@ -124,3 +126,64 @@ def test_driver_errors_surface_as_sqlalchemy_errors(any_deps: Deps) -> None:
         statements.write(uow.conn, Prepared(insert(OutboxMessage)), [row])
         with pytest.raises(IntegrityError):  # dedupe_key is unique
             statements.write(uow.conn, Prepared(insert(OutboxMessage)), [row])
+
+
+# --- the held connection of a frequent read (the sweep's probe) -------------------------------------------------
+
+_DEADLINES_DUE = Prepared(select(func.count()).select_from(Deadline).where(Deadline.due_at <= bindparam("now")))  # type: ignore[arg-type]
+_BACKEND = Prepared(select(func.pg_backend_pid()))
+
+
+def test_a_held_reader_reads_without_the_pool_and_converts_like_sqlalchemy(
+    any_deps: Deps, clock: FakeClock, tmp_path: Any
+) -> None:
+    CaseBuilder(any_deps, clock, tmp_path).to_state("police_review")
+    later = clock.now + timedelta(days=400)
+    with any_deps.engine.connect() as conn:
+        expected = conn.execute(_DEADLINES_DUE.stmt, {"now": later}).one()  # type: ignore[call-overload]
+    checkouts: list[Any] = []
+    event.listen(any_deps.engine, "checkout", lambda *args: checkouts.append(args))
+    reader = held_reader(any_deps.engine)
+    assert held_reader(any_deps.engine) is reader  # one per engine
+    for _ in range(5):
+        assert tuple(reader.fetchone(any_deps.engine, _DEADLINES_DUE, {"now": later})) == tuple(expected)
+    assert expected[0] > 0
+    assert len(checkouts) == 1  # the first read took its connection out of the pool; the others reused it
+    assert any_deps.engine.pool.checkedout() == 0  # detached: the pool neither counts nor hands it out
+
+
+@pytest.mark.postgres
+def test_a_held_postgres_connection_is_not_left_in_a_transaction_and_is_replaced_when_killed(pg_deps: Deps) -> None:
+    reader = held_reader(pg_deps.engine)
+    (backend,) = reader.fetchone(pg_deps.engine, _BACKEND, {})
+    with pg_deps.engine.connect() as conn:
+        state = conn.execute(text("SELECT state FROM pg_stat_activity WHERE pid = :p"), {"p": backend}).scalar_one()
+        assert state == "idle"  # autocommit: not "idle in transaction" between reads
+        assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": backend}).scalar_one()
+    (replacement,) = reader.fetchone(pg_deps.engine, _BACKEND, {})  # the dead one dropped, the read tried again
+    assert replacement != backend
+    libpq_url = pg_deps.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    pg_deps.engine.dispose()  # closes it
+    with psycopg.connect(libpq_url) as admin:
+        left = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (replacement,)).fetchone()
+    assert left == (0,)
+
+
+@pytest.mark.postgres
+def test_a_forked_child_opens_its_own_held_connection_and_leaves_the_parents_alone(pg_deps: Deps) -> None:
+    reader = held_reader(pg_deps.engine)
+    (parent,) = reader.fetchone(pg_deps.engine, _BACKEND, {})
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the backend its read used, exit without cleaning up the parent's objects
+        try:
+            (child,) = reader.fetchone(pg_deps.engine, _BACKEND, {})
+            os.write(write, str(child).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = int(os.read(read, 100) or 0)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child and child != parent
+    assert reader.fetchone(pg_deps.engine, _BACKEND, {}) == (parent,)  # the parent's still works, still the same

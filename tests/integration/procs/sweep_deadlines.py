@@ -35,8 +35,10 @@ def main(argv: list[str]) -> int:
         parser.error("NOW needs a UTC offset")
 
     deps = load_deps(args.config)
-    # Warm up: open the one pooled connection the sweep will reuse. DEFERRED so that on SQLite the
-    # warm-up never waits for another sweeper's write lock.
+    # Warm up: the connection the sweep keeps for its "anything due?" read (a sweep long before anything
+    # falls due runs that read alone), then the one pooled connection its batches will reuse. DEFERRED so
+    # that on SQLite the warm-up never waits for another sweeper's write lock.
+    fire_due_deadlines(deps, datetime(2000, 1, 1, tzinfo=args.now.tzinfo))
     with deps.engine.connect().execution_options(**{SQLITE_BEGIN: "DEFERRED"}) as conn:
         pid = backend_pid(conn)
         conn.rollback()
