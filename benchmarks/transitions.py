@@ -97,8 +97,14 @@ def _template_rows(deps: Any) -> tuple[list[Any], list[Any]]:
     from models.tables import CaseEvent, OutboxMessage
 
     with deps.sessions() as session:
-        outbox = list(session.execute(select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(2)).scalars())
         events = list(session.execute(select(CaseEvent).order_by(CaseEvent.id.desc()).limit(1)).scalars())
+        # That event's notice (with several writers, the newest outbox rows may belong to different events).
+        key = f"case_event:{events[0].event_id}:%"
+        outbox = list(
+            session.execute(
+                select(OutboxMessage).where(OutboxMessage.dedupe_key.like(key)).order_by(OutboxMessage.id)  # type: ignore[attr-defined]
+            ).scalars()
+        )
     return outbox, events
 
 
@@ -355,29 +361,50 @@ def bench_backend(backend: str, quick: bool) -> list[Row]:
 # --- PostgreSQL: 8 processes on distinct cases versus one --------------------------------------------
 
 
-def _worker(config: str, cases: list[str], n: int, start_iso: str, barrier: Any, out: Any) -> None:
+def _worker(config: str, cases: list[str], n: int, start_iso: str, raw: bool, barrier: Any, out: Any) -> None:
+    try:
+        _work(config, cases, n, start_iso, raw, barrier, out)
+    except BaseException as err:
+        barrier.abort()  # the others stop waiting for this one
+        out.put(err)  # the parent raises it instead of waiting for a result that never comes
+        raise
+
+
+def _work(config: str, cases: list[str], n: int, start_iso: str, raw: bool, barrier: Any, out: Any) -> None:
     clock = _clock(datetime.fromisoformat(start_iso))
     deps = deps_from_config(Path(config), clock)
-    run_engine(deps, clock, cases, 3)
+    run_engine(deps, clock, cases, 3)  # warm-up (and the outbox rows the raw driver copies)
+    driver = RawDriver(deps, clock) if raw else None
+    if driver is not None:
+        driver.run(cases, 3)
     barrier.wait()
     t0, (busy0, _total) = time.perf_counter(), machine_cpu()
-    run_engine(deps, clock, cases, n)
+    if driver is not None:
+        driver.run(cases, n)
+        driver.close()
+    else:
+        run_engine(deps, clock, cases, n)
     busy1, _total = machine_cpu()
     out.put((t0, time.perf_counter(), n, busy1 - busy0))
     deps.engine.dispose()
 
 
-def _parallel(config: Path, groups: list[list[str]], n: int, start: datetime) -> tuple[float, float]:
-    """Aggregate transitions/s of one process per group, and the CPU cores the machine kept busy meanwhile
-    (as the first process saw it: all of them, PostgreSQL included)."""
+def _parallel(config: Path, groups: list[list[str]], n: int, start: datetime, raw: bool = False) -> tuple[float, float]:
+    """Aggregate transitions/s of one process per group (the engine's, or the raw driver's same reads and
+    writes), and the CPU cores the machine kept busy meanwhile (as the first process saw it: all of them,
+    PostgreSQL included)."""
     ctx = mp.get_context("fork")
     barrier, out = ctx.Barrier(len(groups)), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(str(config), g, n, start.isoformat(), barrier, out)) for g in groups]
+    args = [(str(config), g, n, start.isoformat(), raw, barrier, out) for g in groups]
+    procs = [ctx.Process(target=_worker, args=a) for a in args]
     for proc in procs:
         proc.start()
     results = [out.get(timeout=600) for _ in procs]
     for proc in procs:
         proc.join()
+    failed = next((r for r in results if isinstance(r, BaseException)), None)
+    if failed is not None:
+        raise RuntimeError(f"a benchmark process failed: {failed!r}") from failed
     total = sum(r[2] for r in results)
     first = results[0]
     return total / (max(r[1] for r in results) - min(r[0] for r in results)), first[3] / (first[1] - first[0])
@@ -395,18 +422,21 @@ def bench_pg_scaling(quick: bool, procs: int = 8) -> list[Row]:
             cases = build_cases(deps, clock, workdir, procs * per)
             deps.engine.dispose()
             groups = [cases[i * per : (i + 1) * per] for i in range(procs)]
-            ones, manys, busy = [], [], []
+            ones, manys, busy, raw_ones, raw_manys = [], [], [], [], []
             later = clock.now + timedelta(days=1)
             for k in range(rounds):
-                at = later + timedelta(hours=2 * k)
+                at = later + timedelta(hours=4 * k)  # each run in its own hour: event times only go forward
                 rate, cores = _parallel(config, groups[:1], n, at)
                 ones.append(rate)
                 busy.append(cores)
                 manys.append(_parallel(config, groups, n, at + timedelta(hours=1))[0])
+                raw_ones.append(_parallel(config, groups[:1], n, at + timedelta(hours=2), raw=True)[0])
+                raw_manys.append(_parallel(config, groups, n, at + timedelta(hours=3), raw=True)[0])
         finally:
             pg_drop()
     one, many = median(ones), median(manys)
     factor = many / one
+    raw_factor = median(raw_manys) / median(raw_ones)
     cpus = os.cpu_count() or 1
     # One writer keeps `cores` busy (itself and its PostgreSQL backend); more writers cannot use more than all.
     ceiling = cpus / median(busy)
@@ -420,5 +450,24 @@ def bench_pg_scaling(quick: bool, procs: int = 8) -> list[Row]:
             "x",
             note=f"{cpus} CPUs / {median(busy):.2f} cores one writer keeps busy (client + PostgreSQL); "
             f"{procs} processes reach {factor / ceiling:.0%} of it",
+        ),
+        Row(
+            "transition postgres raw 1 process",
+            median(raw_ones),
+            "transitions/s",
+            note="the bare driver, same reads and writes",
+        ),
+        Row(
+            f"transition postgres raw {procs} processes",
+            median(raw_manys),
+            "transitions/s",
+            note="distinct cases, aggregate",
+        ),
+        Row(
+            f"pg_scaling_raw_{procs}_vs_1",
+            raw_factor,
+            "x",
+            note=f"what {procs} bare-driver processes gain here on the same work (the engine's factor is "
+            f"{factor / raw_factor:.0%} of it)",
         ),
     ]
