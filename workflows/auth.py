@@ -17,8 +17,10 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 
+from models import statements
+from models.statements import Prepared
 from models.tables import AccessLog, ApiToken, Credential, LoginAttempt, Officer, WebSession
 from states.errors import DomainError, InvalidInput, PermissionDenied
 from workflows.cases import _visible_case
@@ -79,7 +81,8 @@ class Identity:
         return out
 
 
-def _identity(officer: Officer | Row[Any], via: str, csrf: str = "") -> Identity:
+def _identity(officer: Officer | Any, via: str, csrf: str = "") -> Identity:
+    """``officer``: the model, or a row with its username, display_name, agency_code and roles."""
     return Identity(officer.username, officer.display_name, officer.agency_code, list(officer.roles), via, csrf)
 
 
@@ -147,15 +150,25 @@ def sign_in(deps: Deps, username: str, password: str, *, client: str) -> tuple[s
         return raw, identity
 
 
-def _with_officer(uow: UnitOfWork, table: Any, where: Any) -> Row[Any] | None:
-    """The row of ``table`` (a session or token) matching ``where`` with its officer's name, agency, roles and
-    state, or None: one query, since every request asks first who is calling; plain columns, no ORM objects."""
+def _with_officer_stmt(table: Any) -> Prepared:
     officer = (Officer.display_name, Officer.agency_code, Officer.roles, Officer.active)
-    return uow.conn.execute(
+    return Prepared(
         select(*table.__table__.c, *officer)
         .join(Officer, Officer.username == table.username)  # type: ignore[arg-type]
-        .where(where)
-    ).one_or_none()
+        .where(table.token_hash == bindparam("token_hash"))
+    )
+
+
+#: A session's or token's row with its officer's name, agency, roles and state: one query, since every request
+#: asks first who is calling; plain columns on the driver, no ORM objects.
+_SESSION_WITH_OFFICER = _with_officer_stmt(WebSession)
+_TOKEN_WITH_OFFICER = _with_officer_stmt(ApiToken)
+
+
+def _with_officer(uow: UnitOfWork, stmt: Prepared, raw: str) -> Any:
+    """The row of ``stmt`` for the secret ``raw`` (stored as its hash), or None."""
+    found = statements.rows(uow.conn, stmt, {"token_hash": _sha(raw)})
+    return found[0] if found else None
 
 
 def session_identity(deps: Deps, raw: str | None) -> Identity | None:
@@ -163,7 +176,7 @@ def session_identity(deps: Deps, raw: str | None) -> Identity | None:
     if not raw:
         return None
     with UnitOfWork(deps, read_only=True) as uow:
-        row = _with_officer(uow, WebSession, WebSession.token_hash == _sha(raw))
+        row = _with_officer(uow, _SESSION_WITH_OFFICER, raw)
         if row is None or row.expires_at <= deps.now() or not row.active:
             return None
         return _identity(row, "web", row.csrf_token)
@@ -237,7 +250,7 @@ def token_identity(deps: Deps, raw: str | None) -> Identity | None:
         return None
     # A reader's unit of work: no SQLite write lock and no BEGIN/ROLLBACK on PostgreSQL for every API request.
     with UnitOfWork(deps, read_only=True) as uow:
-        row = _with_officer(uow, ApiToken, ApiToken.token_hash == _sha(raw))
+        row = _with_officer(uow, _TOKEN_WITH_OFFICER, raw)
         if row is None or row.revoked_at is not None or not row.active:
             return None
         identity, token_id, last_used = _identity(row, "api"), row.id, row.last_used_at
