@@ -466,8 +466,9 @@ def bench_http(
     return rows
 
 
-#: Round trips of the floor endpoints: none (the HTTP stack and the clients alone) and one query.
-FLOOR_QUERIES = (0, 1)
+#: Round trips of the floor endpoints: none (the HTTP stack and the clients alone), one query, and as many as
+#: a case read sends (the caller, the officer, the case, participants, deadlines, pause ledger).
+FLOOR_QUERIES = (0, 1, 6)
 
 
 def bench_http_floor(workers: int = 2, clients: int = 50, seconds: float = 10.0, warmup: float = 2.0) -> list[Row]:

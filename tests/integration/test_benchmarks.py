@@ -54,10 +54,10 @@ def test_http_benchmark_reads_and_sends_events_through_real_servers_without_erro
 
 
 @pytest.mark.postgres
-def test_http_floor_serves_the_bare_endpoints_with_and_without_a_query(pg_url: str) -> None:
+def test_http_floor_serves_the_bare_endpoints_with_0_1_and_6_queries(pg_url: str) -> None:
     from benchmarks.http_api import bench_http_floor
 
     rows = _by_name(bench_http_floor(workers=2, clients=4, seconds=1.0, warmup=0.5))
-    for label in ("http floor 0 queries", "http floor 1 query"):
+    for label in ("http floor 0 queries", "http floor 1 query", "http floor 6 queries"):
         assert rows[f"{label} throughput"].value > 0  # type: ignore[operator]
         assert "; 0 errors" in rows[f"{label} p50"].note
