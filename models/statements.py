@@ -240,7 +240,16 @@ _HELD: weakref.WeakKeyDictionary[Engine, HeldReader] = weakref.WeakKeyDictionary
 _HELD_LOCK = threading.Lock()
 _INHERITED: list[Any] = []  # connections a forked child found open: closing them would disturb the parent's
 _FORKS = [0]  # forks this process descends from: a held connection opened before the last one is a parent's
-os.register_at_fork(after_in_child=lambda: _FORKS.__setitem__(0, _FORKS[0] + 1))
+
+
+def _after_fork_in_child() -> None:
+    _FORKS[0] += 1
+    for reader in list(_HELD.values()):
+        # A lock another thread of the parent held at the fork would stay held here for ever.
+        reader._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def held_reader(engine: Engine) -> HeldReader:

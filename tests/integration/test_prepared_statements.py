@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -174,13 +175,15 @@ def test_a_forked_child_opens_its_own_held_connection_and_leaves_the_parents_alo
     reader = held_reader(pg_deps.engine)
     (parent,) = reader.fetchone(pg_deps.engine, _BACKEND, {})
     read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report the backend its read used, exit without cleaning up the parent's objects
-        try:
-            (child,) = reader.fetchone(pg_deps.engine, _BACKEND, {})
-            os.write(write, str(child).encode())
-        finally:
-            os._exit(0)
+    with reader._lock:  # another thread of the parent is mid-read when the fork happens
+        pid = os.fork()
+        if pid == 0:  # the child: report the backend its read used, exit without cleaning up the parent's objects
+            try:
+                signal.alarm(20)  # a lock inherited as held would hang here for ever
+                (child,) = reader.fetchone(pg_deps.engine, _BACKEND, {})
+                os.write(write, str(child).encode())
+            finally:
+                os._exit(0)
     os.close(write)
     child = int(os.read(read, 100) or 0)
     os.close(read)
