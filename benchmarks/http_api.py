@@ -82,13 +82,24 @@ def start_servers(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
     }
+
+    def command(port: int) -> list[str]:
+        serve = [JOINTCASE, "serve", "--no-demo", "--host", "127.0.0.1", "--port", str(port)]
+        return serve + (["--threads", str(threads)] if threads else [])
+
+    return _serve(command, count, env, workdir, "serve", cwd=workdir, timeout=timeout)
+
+
+def _serve(
+    command: Any, count: int, env: dict[str, str], workdir: Path, name: str, *, cwd: Path, timeout: float
+) -> list[Server]:
+    """Start ``count`` servers (``command(port)``, logs in ``workdir``) and wait for each ``/healthz``; on failure
+    the ones started are stopped, the log in the error."""
     servers: list[Server] = []
     try:
         for i in range(count):
-            port, log = free_port(), workdir / f"serve-{i}.log"
-            command = [JOINTCASE, "serve", "--no-demo", "--host", "127.0.0.1", "--port", str(port)]
-            proc = start(command + (["--threads", str(threads)] if threads else []), env, log, cwd=workdir)
-            servers.append(Server(proc, port, log))
+            port, log = free_port(), workdir / f"{name}-{i}.log"
+            servers.append(Server(start(command(port), env, log, cwd=cwd), port, log))
         for server in servers:  # all start at once; then each is waited for
             wait_healthy(f"http://127.0.0.1:{server.port}/healthz", server.proc, server.log, timeout=timeout)
     except BaseException:
@@ -473,21 +484,21 @@ FLOOR_QUERIES = (0, 1, 6)
 
 def bench_http_floor(workers: int = 2, clients: int = 50, seconds: float = 10.0, warmup: float = 2.0) -> list[Row]:
     """The same closed loop against ``benchmarks.floor_app`` (bare FastAPI under the same uvicorn, no auth, no
-    jointcase) answering with 0 and 1 PostgreSQL round trips: what these cores allow any endpoint at this load."""
+    jointcase) answering with each of ``FLOOR_QUERIES`` PostgreSQL round trips: what these cores allow any
+    endpoint at this load."""
     rows: list[Row] = []
     root = Path(__file__).resolve().parent.parent
+
+    def command(port: int) -> list[str]:
+        uvicorn = [sys.executable, "-m", "uvicorn", "benchmarks.floor_app:app", "--host", "127.0.0.1"]
+        return [*uvicorn, "--port", str(port), "--log-level", "warning", "--no-access-log"]
+
     for queries in FLOOR_QUERIES:
         env = {**os.environ, floor_app.URL_ENV: PG_ADMIN_URL, floor_app.QUERIES_ENV: str(queries)}
         with tempfile.TemporaryDirectory() as tmp:
             servers: list[Server] = []
             try:
-                for i in range(workers):
-                    port, log = free_port(), Path(tmp) / f"floor-{i}.log"
-                    command = [sys.executable, "-m", "uvicorn", "benchmarks.floor_app:app", "--host", "127.0.0.1"]
-                    command += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
-                    servers.append(Server(start(command, env, log, cwd=root), port, log))
-                for server in servers:
-                    wait_healthy(f"http://127.0.0.1:{server.port}/healthz", server.proc, server.log, timeout=60)
+                servers = _serve(command, workers, env, Path(tmp), "floor", cwd=root, timeout=60)
                 spec = LoadSpec(
                     ports=[s.port for s in servers],
                     server_pids=[s.proc.pid for s in servers],

@@ -181,7 +181,6 @@ class HeldReader:
         self._lock = threading.Lock()
         self._fairy: Any = None  # the pool's wrapper, detached: closing it closes the driver's connection
         self._cursor: Any = None
-        self._pid = 0  # the process that opened it
         self._fork = -1  # _FORKS when it was opened: a forked child finds it changed (no getpid() per read)
 
     def fetchone(self, engine: Engine, prepared: Prepared, params: Mapping[str, Any]) -> Any:
@@ -208,7 +207,7 @@ class HeldReader:
         return self._open(engine)
 
     def _open(self, engine: Engine) -> Any:
-        if self._fairy is not None and self._pid != os.getpid():
+        if self._fairy is not None and self._fork != _FORKS[0]:
             _INHERITED.append(self._fairy)  # the parent's: neither used nor closed here
             self._fairy = None
         self._close()
@@ -220,7 +219,7 @@ class HeldReader:
             # psycopg would prepare the statement after 5 runs; PostgreSQL's generic plan then scans instead of
             # using the partial indexes the literal values select (7 ms instead of 0.2 ms at 100k cases).
             driver.prepare_threshold = None
-        self._fairy, self._cursor, self._pid, self._fork = fairy, driver.cursor(), os.getpid(), _FORKS[0]
+        self._fairy, self._cursor, self._fork = fairy, driver.cursor(), _FORKS[0]
         return self._cursor
 
     def _close(self) -> None:
@@ -232,7 +231,7 @@ class HeldReader:
     def close(self) -> None:
         """Close the connection (the next read opens another)."""
         with self._lock:
-            if self._pid == os.getpid():
+            if self._fork == _FORKS[0]:  # a connection inherited from the parent stays the parent's
                 self._close()
 
 
