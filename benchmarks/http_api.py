@@ -47,7 +47,7 @@ from benchmarks.common import (
     pg_drop,
     pg_recreate,
 )
-from deploy.processes import free_port, start, stop, wait_healthy
+from deploy.processes import free_ports, start, stop, wait_healthy
 
 DB_NAME = f"{PG_BENCH_DB}_http"
 EVENT = "request_supplement"
@@ -97,8 +97,8 @@ def _serve(
     the ones started are stopped, the log in the error."""
     servers: list[Server] = []
     try:
-        for i in range(count):
-            port, log = free_port(), workdir / f"{name}-{i}.log"
+        for i, port in enumerate(free_ports(count)):
+            log = workdir / f"{name}-{i}.log"
             servers.append(Server(start(command(port), env, log, cwd=cwd), port, log))
         for server in servers:  # all start at once; then each is waited for
             wait_healthy(f"http://127.0.0.1:{server.port}/healthz", server.proc, server.log, timeout=timeout)

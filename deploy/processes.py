@@ -21,9 +21,22 @@ import httpx
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 right now.
+
+    All probe sockets stay bound until every port is chosen: the kernel may hand a port that was just released
+    to the next ``bind(0)``, so ports picked one at a time can repeat (CI saw the Prefect server and a web worker
+    given the same port)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def start(cmd: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
@@ -138,4 +151,15 @@ def tail(log: Path, chars: int = 3000) -> str:
         return ""
 
 
-__all__ = ["alive", "descendants", "free_port", "kill_all", "prefect_env", "start", "stop", "tail", "wait_healthy"]
+__all__ = [
+    "alive",
+    "descendants",
+    "free_port",
+    "free_ports",
+    "kill_all",
+    "prefect_env",
+    "start",
+    "stop",
+    "tail",
+    "wait_healthy",
+]

@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from deploy.processes import descendants, free_port, kill_all, prefect_env, start, stop, tail, wait_healthy
+from deploy.processes import descendants, free_ports, kill_all, prefect_env, start, stop, tail, wait_healthy
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = Path(__file__).resolve().parent
@@ -268,8 +268,7 @@ def run(topology: Topology, report: Report) -> None:
     jointcase = str(BIN / "jointcase")
     prefect_home = t.workdir / "prefect-home"
     prefect_home.mkdir()
-    prefect_port, proxy_port = free_port(), free_port()
-    web_ports = [free_port() for _ in range(t.workers)]
+    prefect_port, proxy_port, *web_ports = free_ports(2 + t.workers)
     api = f"http://127.0.0.1:{prefect_port}/api"
 
     with report.step("databases") as d:

@@ -10,7 +10,7 @@ The issue's acceptance:
 * "A relay killed between sending and marking: the message is delivered again with the same dedupe key (at
   least once, documented); the webhook receiver sees the same Idempotency-Key." The receiver holds its answer
   to one message; the relay is SIGKILLed while it waits (no transaction open: the claim committed before the
-  send). Its claim is respected until the lease (1 s here) lapses; then the next relay sends that message
+  send). Its claim is respected until the lease (3 s here) lapses; then the next relay sends that message
   again — the receiver sees its key twice — and the rest of the dead relay's batch once. The delivery audit
   holds the one recorded attempt: the lost one was never marked.
 * A relay that stalls past its lease (not killed) and then gets its answer records a ``late`` attempt and
@@ -54,7 +54,7 @@ PG_TOTAL = 5_000  # the issue's number
 KILL_TOTAL = 500
 SQLITE_TOTAL = 600
 BATCH = 50
-LEASE = 1  # seconds: short, so the killed relay's claim lapses quickly
+LEASE = 3  # seconds: the killed relay's claim lapses soon, yet a batch of 50 sends fits in it on a busy machine
 RELAY_WAIT = 120.0  # the longest a relay child may run before the test fails instead of hanging
 
 
