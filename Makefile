@@ -28,13 +28,15 @@ run: $(STAMP)
 	$(BIN)/jointcase audit verify
 	$(BIN)/jointcase serve
 
-## test: lint, then every test (PostgreSQL tests run when JOINTCASE_TEST_DATABASE_URL is set).
+## test: lint and format check, then every test (PostgreSQL tests run when JOINTCASE_TEST_DATABASE_URL is set).
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -372,9 +372,7 @@ def run(topology: Topology, report: Report) -> None:
         if [(m[0], m[2]) for m in meetings] != [("smoke-monthly", "noticed")]:
             raise SmokeFailure(f"expected one noticed smoke-monthly meeting in {t.app_db}, found {meetings}")
         d.append(f"meeting {meetings[0][0]} {meetings[0][1]} {meetings[0][2]} in {t.app_db}")
-        jobs = t.app_query(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'apscheduler_jobs'"
-        )[0][0]
+        jobs = t.app_query("SELECT count(*) FROM information_schema.tables WHERE table_name = 'apscheduler_jobs'")[0][0]
         if jobs:
             raise SmokeFailure("a web worker started the embedded scheduler (apscheduler_jobs exists)")
         d.append("no embedded scheduler ran (no apscheduler_jobs table)")

@@ -872,9 +872,7 @@ _LIAISONS = Prepared(
 )
 
 
-def _enqueue_case_notices(
-    deps: Deps, uow: UnitOfWork, case: AnyCase, record: EventRecord, actor: OfficerRow
-) -> None:
+def _enqueue_case_notices(deps: Deps, uow: UnitOfWork, case: AnyCase, record: EventRecord, actor: OfficerRow) -> None:
     """Tell the liaison officers of every other participating agency (信息通报), rendered now."""
     others = [code for code in uow.participants(case) if code != actor.agency_code]
     recipients = (

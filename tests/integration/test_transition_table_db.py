@@ -46,16 +46,34 @@ STATES = sorted(EXPECTED)
 #: procuratorate, indict the court; start_joint_investigation the agencies named, here sm-psb).
 _AMR, _PSB, _PROC, _COURT = "sm-amr", "sm-psb", "sm-procuratorate", "sm-court"
 PARTICIPANTS: dict[str, set[str]] = {
-    state: {_AMR} for state in
-    ("lead_registered", "verifying", "investigating", "appraisal", "penalty_notice", "hearing", "referral_review",
-     "awaiting_transfer", "suspended", "closed")
+    state: {_AMR}
+    for state in (
+        "lead_registered",
+        "verifying",
+        "investigating",
+        "appraisal",
+        "penalty_notice",
+        "hearing",
+        "referral_review",
+        "awaiting_transfer",
+        "suspended",
+        "closed",
+    )
 }
 PARTICIPANTS["joint_investigation"] = {_AMR, _PSB}
-PARTICIPANTS.update({
-    state: {_AMR, _PSB} for state in
-    ("police_review", "police_declined", "reconsideration", "reconsideration_upheld", "evidence_handover",
-     "criminal_investigation")
-})
+PARTICIPANTS.update(
+    {
+        state: {_AMR, _PSB}
+        for state in (
+            "police_review",
+            "police_declined",
+            "reconsideration",
+            "reconsideration_upheld",
+            "evidence_handover",
+            "criminal_investigation",
+        )
+    }
+)
 PARTICIPANTS["filing_supervision"] = {_AMR, _PSB, _PROC}
 PARTICIPANTS["prosecution_review"] = PARTICIPANTS["supplementary_investigation"] = {_AMR, _PSB, _PROC}
 PARTICIPANTS["trial"] = {_AMR, _PSB, _PROC, _COURT}
@@ -81,8 +99,9 @@ class Snapshot:
 def snapshot(deps: Deps, case_no: str) -> Snapshot:
     view = show_case(deps, case_no)
     history = case_history(deps, case_no)
-    return Snapshot(view.state, view.suspended_from, view.version, view.outcome, len(history),
-                    history[-1].hash, history[-1].event)
+    return Snapshot(
+        view.state, view.suspended_from, view.version, view.outcome, len(history), history[-1].hash, history[-1].event
+    )
 
 
 def access_refusal(state: str, event: str) -> tuple[type[DomainError], str] | None:
@@ -94,11 +113,7 @@ def access_refusal(state: str, event: str) -> tuple[type[DomainError], str] | No
     agency = AGENCY_OF[actor_for(event)]
     if agency not in PARTICIPANTS[state]:
         return CaseNotFound, f"{agency} does not take part in the case, so it may not see it"
-    if (
-        event in ("suspend", "resume")
-        and event in EXPECTED[state]
-        and RULE_PHASE[state] not in SUSPENSION_PHASES
-    ):
+    if event in ("suspend", "resume") and event in EXPECTED[state] and RULE_PHASE[state] not in SUSPENSION_PHASES:
         return PermissionDenied, f"{event} outside intake/administrative (phase {RULE_PHASE[state]})"
     return None
 

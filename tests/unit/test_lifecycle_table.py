@@ -48,7 +48,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "decline_filing": "closed",
         "transfer_jurisdiction": "closed",
         "extend_verification": "verifying",
-        **SUSPEND, **WITHDRAW,
+        **SUSPEND,
+        **WITHDRAW,
     },
     # administrative 立案查处
     "investigating": {
@@ -58,13 +59,15 @@ EXPECTED: dict[str, dict[str, str]] = {
         "close_no_violation": "closed",
         "propose_referral": "referral_review",  # to referral: its initial state
         "extend_investigation": "investigating",
-        **SUSPEND, **WITHDRAW,
+        **SUSPEND,
+        **WITHDRAW,
     },
     "appraisal": {"complete_appraisal": "investigating", **SUSPEND, **WITHDRAW},
     "joint_investigation": {
         "end_joint_investigation": "investigating",
         "propose_referral": "referral_review",
-        **SUSPEND, **WITHDRAW,
+        **SUSPEND,
+        **WITHDRAW,
     },
     "penalty_notice": {"request_hearing": "hearing", "decide_penalty": "closed", **SUSPEND, **WITHDRAW},
     "hearing": {"decide_penalty": "closed", "close_no_violation": "closed", **SUSPEND, **WITHDRAW},
@@ -120,15 +123,27 @@ EXPECTED: dict[str, dict[str, str]] = {
 
 #: The phase each leaf state belongs to (DOMAIN.md headings); ``None``: outside ``active``.
 PHASE: dict[str, str | None] = {
-    "lead_registered": "intake", "verifying": "intake",
-    "investigating": "administrative", "appraisal": "administrative", "joint_investigation": "administrative",
-    "penalty_notice": "administrative", "hearing": "administrative",
-    "referral_review": "referral", "awaiting_transfer": "referral", "police_review": "referral",
-    "police_declined": "referral", "reconsideration": "referral", "reconsideration_upheld": "referral",
+    "lead_registered": "intake",
+    "verifying": "intake",
+    "investigating": "administrative",
+    "appraisal": "administrative",
+    "joint_investigation": "administrative",
+    "penalty_notice": "administrative",
+    "hearing": "administrative",
+    "referral_review": "referral",
+    "awaiting_transfer": "referral",
+    "police_review": "referral",
+    "police_declined": "referral",
+    "reconsideration": "referral",
+    "reconsideration_upheld": "referral",
     "filing_supervision": "referral",
-    "evidence_handover": "criminal", "criminal_investigation": "criminal",
-    "prosecution_review": "judicial", "supplementary_investigation": "judicial", "trial": "judicial",
-    "suspended": None, "closed": None,
+    "evidence_handover": "criminal",
+    "criminal_investigation": "criminal",
+    "prosecution_review": "judicial",
+    "supplementary_investigation": "judicial",
+    "trial": "judicial",
+    "suspended": None,
+    "closed": None,
 }
 
 #: Outcome recorded by each closing event (DOMAIN.md), and where each can be sent from.
@@ -203,8 +218,10 @@ def at(events: list[str], **kwargs: Any) -> tuple[CaseLifecycle, CaseContext]:
 def test_table_covers_every_leaf_state_and_every_event() -> None:
     assert set(EXPECTED) == set(LEAF_STATE_IDS) == set(PHASE)
     used = {event for row in EXPECTED.values() for event in row}
-    assert used == set(EVENT_IDS), f"events in the table but not the chart: {sorted(used - EVENT_IDS)}; " \
+    assert used == set(EVENT_IDS), (
+        f"events in the table but not the chart: {sorted(used - EVENT_IDS)}; "
         f"events of the chart not in the table: {sorted(EVENT_IDS - used)}"
+    )
     assert len(EVENT_IDS) == 41
     targets = {target for row in EXPECTED.values() for target in row.values()}
     assert targets <= set(EXPECTED)
@@ -418,8 +435,17 @@ def test_every_closing_event_is_covered() -> None:
 
 
 @pytest.mark.parametrize(
-    "state", ["verifying", "appraisal", "hearing", "police_review", "filing_supervision", "criminal_investigation",
-              "supplementary_investigation", "trial"],
+    "state",
+    [
+        "verifying",
+        "appraisal",
+        "hearing",
+        "police_review",
+        "filing_supervision",
+        "criminal_investigation",
+        "supplementary_investigation",
+        "trial",
+    ],
 )
 def test_suspend_resume_returns_to_the_same_configuration(state: str) -> None:
     chart, ctx = at(PATHS[state])

@@ -14,9 +14,19 @@ SAMPLE = Path(__file__).resolve().parents[2] / "config.toml"
 CLOCK_IDS = {"A1", "A3", "A7", "T2", "T3", "T5", "T7", "T9", "T10", "T11", "S1", "T12", "C4", "C5", "C6"}
 AGENCY_CODES = {
     "fj-amr",
-    "sm-amr", "sm-psb", "sm-procuratorate", "sm-court", "sm-justice",
-    "jl-amr", "jl-psb", "jl-procuratorate", "jl-court",
-    "mx-amr", "mx-psb", "mx-procuratorate", "mx-court",
+    "sm-amr",
+    "sm-psb",
+    "sm-procuratorate",
+    "sm-court",
+    "sm-justice",
+    "jl-amr",
+    "jl-psb",
+    "jl-procuratorate",
+    "jl-court",
+    "mx-amr",
+    "mx-psb",
+    "mx-procuratorate",
+    "mx-court",
 }
 
 
@@ -58,7 +68,12 @@ def test_sample_agencies(sample: Settings) -> None:
     assert (province.level, province.region, province.parent_region) == ("province", "350000", None)
     city = sample.agency("sm-amr")
     assert (city.name, city.kind, city.level, city.region, city.region_name, city.parent_region) == (
-        "三明市市场监督管理局", "market_regulation", "city", "350400", "三明市", "350000",
+        "三明市市场监督管理局",
+        "market_regulation",
+        "city",
+        "350400",
+        "三明市",
+        "350000",
     )
     assert city.doc_prefix == "明市监"
     assert sample.agency("sm-court").name == "三明市中级人民法院"
@@ -140,7 +155,7 @@ def test_sample_sections(sample: Settings) -> None:
 
 
 def test_calendar_year_is_read(tmp_path: Path) -> None:
-    text = _edit("[calendar.years]\n", '[calendar.years.2027]\nholidays = [2027-01-01]\nworkdays = [2027-02-06]\n')
+    text = _edit("[calendar.years]\n", "[calendar.years.2027]\nholidays = [2027-01-01]\nworkdays = [2027-02-06]\n")
     settings = load_settings(_write(tmp_path, text), env={})
     assert settings.calendar.years[2027].holidays == [date(2027, 1, 1)]
     assert settings.calendar.years[2027].workdays == [date(2027, 2, 6)]
@@ -255,8 +270,7 @@ def test_unknown_agency_kind(tmp_path: Path) -> None:
 
 def test_officer_with_unknown_agency(tmp_path: Path, sample: Settings) -> None:
     extra = (
-        '\n[[officers]]\nusername = "ghost"\ndisplay_name = "某某"\nagency = "xx-amr"\n'
-        'email = "g@sanming.example"\n'
+        '\n[[officers]]\nusername = "ghost"\ndisplay_name = "某某"\nagency = "xx-amr"\nemail = "g@sanming.example"\n'
     )
     path = _write(tmp_path, _sample_text() + extra)
     assert _problems(path) == [
@@ -284,9 +298,7 @@ def test_negative_clock_limit(tmp_path: Path) -> None:
 
 def test_unknown_clock_unit(tmp_path: Path) -> None:
     path = _write(tmp_path, _edit('limit = 15\nunit = "workdays"', 'limit = 15\nunit = "weeks"'))
-    assert _problems(path) == [
-        "config.toml: clocks.A1.unit: Input should be 'hours', 'days', 'workdays' or 'months'"
-    ]
+    assert _problems(path) == ["config.toml: clocks.A1.unit: Input should be 'hours', 'days', 'workdays' or 'months'"]
 
 
 def test_unknown_state_and_event_in_clock_rule(tmp_path: Path) -> None:
@@ -309,8 +321,7 @@ def test_malformed_email(tmp_path: Path, sample: Settings) -> None:
     index = [o.username for o in sample.officers].index("sm_psb_handler")
     path = _write(tmp_path, _edit('"sm_psb_handler@sanming.example"', '"sm_psb_handler.sanming.example"'))
     assert _problems(path) == [
-        f"config.toml: officers[{index}].email: not a plain email address (one user@domain, no name, list or "
-        "brackets)"
+        f"config.toml: officers[{index}].email: not a plain email address (one user@domain, no name, list or brackets)"
     ]
     path = _write(tmp_path, _edit('"admin@sanming.example"', '"admin@localhost"'))
     assert _problems(path)[0].startswith("config.toml: officers[7].email: not a plain email address")
@@ -322,9 +333,7 @@ def test_malformed_email(tmp_path: Path, sample: Settings) -> None:
 
 def test_bad_case_number_format(tmp_path: Path) -> None:
     path = _write(tmp_path, _edit('format = "{agency}-{year}-{seq:04d}"', 'format = "{agency}-{month}"'))
-    assert _problems(path) == [
-        "config.toml: case_number.format: unknown field(s) month; allowed: agency, year, seq"
-    ]
+    assert _problems(path) == ["config.toml: case_number.format: unknown field(s) month; allowed: agency, year, seq"]
     path = _write(tmp_path, _edit('format = "{agency}-{year}-{seq:04d}"', 'format = "{agency}-{seq:04q}"'))
     assert _problems(path)[0].startswith("config.toml: case_number.format: does not render:")
 
@@ -352,7 +361,7 @@ def test_required_tables(tmp_path: Path) -> None:
 
 
 def test_calendar_date_listed_twice(tmp_path: Path) -> None:
-    text = _edit("[calendar.years]\n", '[calendar.years.2027]\nholidays = [2027-01-01]\nworkdays = [2027-01-01]\n')
+    text = _edit("[calendar.years]\n", "[calendar.years.2027]\nholidays = [2027-01-01]\nworkdays = [2027-01-01]\n")
     assert _problems(_write(tmp_path, text)) == [
         "config.toml: calendar.years.2027: listed as both holiday and workday: 2027-01-01"
     ]
