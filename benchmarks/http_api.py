@@ -38,7 +38,6 @@ from typing import Any
 
 from benchmarks import floor_app
 from benchmarks.common import (
-    CLK_TCK,
     PG_ADMIN_URL,
     PG_BENCH_DB,
     Row,
@@ -47,7 +46,7 @@ from benchmarks.common import (
     pg_drop,
     pg_recreate,
 )
-from deploy.processes import free_ports, start, stop, wait_healthy
+from deploy.processes import cpu_seconds, free_ports, start, stop, wait_healthy
 
 DB_NAME = f"{PG_BENCH_DB}_http"
 EVENT = "request_supplement"
@@ -112,18 +111,6 @@ def stop_servers(servers: list[Server], timeout: float = 20) -> None:
     """SIGTERM each server's process group, then SIGKILL the groups that linger."""
     for server in servers:
         stop(server.proc, timeout=timeout)
-
-
-# --- CPU accounting (/proc) --------------------------------------------------------------------------------
-
-
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` so far (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 # --- the load generator (its own process) ----------------------------------------------------------------
@@ -303,14 +290,14 @@ async def _phase(
 ) -> PhaseResult:
     # Fresh connections: uvicorn closes idle keep-alive connections after 5 s.
     await asyncio.gather(*(c.conn.open() for c in clients))
-    cpu0 = [process_cpu(p) for p in spec.server_pids]
+    cpu0 = [cpu_seconds(p) for p in spec.server_pids]
     own0, (busy0, total0) = time.process_time(), machine_cpu()
     if rate is None:
         latencies, outcomes, took = await _closed(clients, kind, seconds)
     else:
         latencies, outcomes, took = await _paced(clients, kind, seconds, rate)
     busy1, total1 = machine_cpu()
-    server_cpu = sum(process_cpu(p) for p in spec.server_pids) - sum(cpu0)
+    server_cpu = sum(cpu_seconds(p) for p in spec.server_pids) - sum(cpu0)
     statuses: dict[int, int] = {}
     failures: list[str] = []
     for status, why in outcomes:

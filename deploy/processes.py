@@ -68,6 +68,12 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used so far (0 when it is gone)."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+
+
 def descendants(pid: int) -> set[tuple[int, str]]:
     """Every living process below ``pid`` (read from /proc), whatever its session, as (pid, start time):
     the start time tells a process from a later one that got its pid again."""
@@ -153,6 +159,7 @@ def tail(log: Path, chars: int = 3000) -> str:
 
 __all__ = [
     "alive",
+    "cpu_seconds",
     "descendants",
     "free_port",
     "free_ports",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 
-from deploy.processes import free_port, free_ports
+from deploy.processes import cpu_seconds, free_port, free_ports
 
 
 def test_free_ports_are_distinct_and_can_all_be_bound_at_once() -> None:
@@ -26,3 +28,12 @@ def test_free_ports_are_distinct_and_can_all_be_bound_at_once() -> None:
 def test_free_port_is_one_bindable_port() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", free_port()))
+
+
+def test_cpu_seconds_counts_this_process_and_nothing_for_a_gone_one() -> None:
+    before = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:  # burn CPU that /proc must account to this process
+        pass
+    assert cpu_seconds(os.getpid()) >= before + 0.15
+    assert cpu_seconds(2**22 + 1) == 0.0  # above pid_max's ceiling: no such process
