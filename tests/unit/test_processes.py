@@ -1,4 +1,4 @@
-"""Loopback ports for the servers the smoke test, the benchmarks and the integration tests start."""
+"""deploy.processes: loopback ports for the servers the smoke test, benchmarks and tests start; CPU accounting."""
 
 from __future__ import annotations
 
