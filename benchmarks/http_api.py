@@ -229,6 +229,16 @@ class PhaseResult:
     machine_busy: float
     machine_total: float
 
+    @property
+    def errors(self) -> int:
+        """Answers that were not 2xx, and requests that got no answer (status 0)."""
+        return sum(count for status, count in self.statuses.items() if not 200 <= status < 300)
+
+    @property
+    def rate(self) -> float:
+        """Answered requests per second."""
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
 
 async def _call(client: Client, kind: str) -> tuple[int, str]:
     try:
@@ -335,6 +345,14 @@ def _loadgen(spec: LoadSpec, out: Any) -> None:
         raise
 
 
+def _drive(servers: list[Server], **load: Any) -> list[PhaseResult]:
+    """Run the load (``LoadSpec``'s other fields) against ``servers``; their log tails are printed on failures."""
+    results = run_load(LoadSpec(ports=[s.port for s in servers], server_pids=[s.proc.pid for s in servers], **load))
+    if any(r.failures for r in results):
+        _print_server_errors(servers)
+    return results
+
+
 def run_load(spec: LoadSpec) -> list[PhaseResult]:
     """Run the load generator in a process of its own (its CPU is not the servers' event loops)."""
     ctx = mp.get_context("spawn")
@@ -382,9 +400,7 @@ def rows_of(result: PhaseResult, workers: int, clients: int) -> list[Row]:
     """The table rows of one measured phase (a paced one: its latencies and errors only)."""
     kind, paced = result.name.split(" ")[0], result.name.endswith("paced")
     target = READ_TARGET_MS if kind == "read" else EVENT_TARGET_MS
-    n = len(result.latencies)
-    errors = sum(count for status, count in result.statuses.items() if not 200 <= status < 300)
-    rps = n / result.seconds if result.seconds else 0.0
+    n, errors, rps = len(result.latencies), result.errors, result.rate
     label = f"http {kind}{' paced' if paced else ''}"
     shape = f"paced at {rps:.0f}/s over {clients} connections" if paced else f"{clients} clients, closed loop"
     busy = 100 * result.machine_busy / result.machine_total if result.machine_total else float("nan")
@@ -438,9 +454,8 @@ def bench_http(
             config, numbers, tokens = prepare(workdir, url, cases)
             built = time.perf_counter() - t0
             servers = start_servers(config, workers, workdir, threads=threads)
-            spec = LoadSpec(
-                ports=[s.port for s in servers],
-                server_pids=[s.proc.pid for s in servers],
+            results = _drive(
+                servers,
                 cases=numbers,
                 read_token=tokens[READER],
                 event_token=tokens[SENDER],
@@ -450,9 +465,6 @@ def bench_http(
                 paced_fraction=paced_fraction,
                 kinds=kinds,
             )
-            results = run_load(spec)
-            if any(r.failures for r in results):
-                _print_server_errors(servers)
         finally:
             stop_servers(servers)
             pg_drop(DB_NAME)
@@ -486,9 +498,8 @@ def bench_http_floor(workers: int = 2, clients: int = 50, seconds: float = 10.0,
             servers: list[Server] = []
             try:
                 servers = _serve(command, workers, env, Path(tmp), "floor", cwd=root, timeout=60)
-                spec = LoadSpec(
-                    ports=[s.port for s in servers],
-                    server_pids=[s.proc.pid for s in servers],
+                (result,) = _drive(
+                    servers,
                     cases=[f"floor-{i}" for i in range(clients)],
                     read_token="none",
                     event_token="none",
@@ -498,19 +509,14 @@ def bench_http_floor(workers: int = 2, clients: int = 50, seconds: float = 10.0,
                     paced_fraction=0,
                     kinds=("read",),
                 )
-                (result,) = run_load(spec)
-                if result.failures:
-                    _print_server_errors(servers)
             finally:
                 stop_servers(servers)
-        n = len(result.latencies)
-        errors = sum(count for status, count in result.statuses.items() if not 200 <= status < 300)
         label = f"http floor {queries} quer{'y' if queries == 1 else 'ies'}"
-        what = f"bare FastAPI + uvicorn, {workers} workers, {clients} clients closed loop; {errors} errors"
+        what = f"bare FastAPI + uvicorn, {workers} workers, {clients} clients closed loop; {result.errors} errors"
         rows += [
             Row(f"{label} p50", percentile(result.latencies, 0.50), "ms", note=what),
             Row(f"{label} p95", percentile(result.latencies, 0.95), "ms", note=f"PostgreSQL round trips: {queries}"),
-            Row(f"{label} throughput", n / result.seconds if result.seconds else 0.0, "requests/s"),
+            Row(f"{label} throughput", result.rate, "requests/s"),
         ]
     return rows
 
